@@ -1,0 +1,36 @@
+"""Time helpers: every time we store is ISO 8601 in UTC with a Z (``2024-11-01T05:30:00Z``).
+
+Functions that depend on the clock take ``now`` (or a ``clock`` callable); this module only
+formats and parses, so tests can pass any time they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The real clock: an aware UTC datetime, to the second."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (naive ones are taken as UTC)."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    """Parse what :func:`iso` wrote (and any ISO 8601 with an offset) back to aware UTC."""
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)

@@ -1,0 +1,543 @@
+"""The SQLite archive: schema, migrations and every write.
+
+The schema is declared once (``TABLES``) and applied idempotently: missing tables are created,
+missing columns added, indexes and the FTS index ensured. ``PRAGMA user_version`` records the
+schema version for data migrations that a column diff cannot express.
+
+A ``Store`` wraps one connection and belongs to the thread that opened it (sqlite3's rule).
+The database runs in WAL mode with a busy timeout, so readers (Datasette, ``scraper status``)
+never block the writer. One source poll is one transaction (:meth:`Store.transaction`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from scraper.clock import iso
+from scraper.errors import StoreError
+from scraper.models import Item, Match, Source
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 15_000
+
+# table -> (columns in order, primary key). Types are SQLite affinities.
+TABLES: dict[str, dict[str, type]] = {
+    "sources": {
+        "id": int,
+        "name": str,
+        "url": str,
+        "kind": str,
+        "tags": str,  # JSON list
+        "enabled": int,
+        "feed_url": str,  # an autodiscovered feed used instead of url
+        "title": str,  # the feed's own title
+        "etag": str,
+        "last_modified": str,
+        "body_hash": str,  # sha256 of the last parsed body: an unchanged body is not parsed
+        "last_fetch_at": str,
+        "last_success_at": str,
+        "first_success_at": str,
+        "consecutive_failures": int,
+        "next_fetch_at": str,
+        "retry_after_until": str,
+        "last_status": str,
+        "last_error": str,
+        "last_item_at": str,
+        "created_at": str,
+    },
+    "stories": {
+        "id": int,
+        "title": str,
+        "first_seen_at": str,
+        "last_seen_at": str,
+        "canonical_url": str,
+        "norm_title": str,
+    },
+    "items": {
+        "id": int,
+        "source_id": int,
+        "key": str,
+        "guid": str,
+        "url": str,
+        "canonical_url": str,
+        "title": str,
+        "summary": str,
+        "content": str,
+        "author": str,
+        "published_at": str,
+        "fetched_at": str,
+        "updated_at": str,
+        "story_id": int,
+        "hash": str,  # of the stored fields: an edit changes it
+        "pruned_at": str,
+    },
+    "matches": {
+        "id": int,
+        "item_id": int,
+        "rule": str,
+        "fields": str,  # JSON list
+        "terms": str,  # JSON list
+        "matched_at": str,
+    },
+    "alerts": {
+        "id": int,
+        "story_id": int,
+        "source_id": int,  # health alerts: the source concerned
+        "kind": str,  # story | health | summary
+        "rules": str,  # JSON list
+        "target": str,
+        "status": str,
+        "priority": str,
+        "attempts": int,
+        "next_attempt_at": str,
+        "last_error": str,
+        "held_reason": str,
+        "dedupe_key": str,
+        "payload": str,  # JSON: what the message needs beyond the story (health event, ...)
+        "created_at": str,
+        "sent_at": str,
+    },
+    "fetches": {
+        "id": int,
+        "source_id": int,
+        "url": str,
+        "started_at": str,
+        "duration_ms": int,
+        "status": str,
+        "bytes": int,
+        "items_new": int,
+        "items_updated": int,
+        "error": str,
+    },
+}
+
+FOREIGN_KEYS = {
+    "items": [("source_id", "sources", "id"), ("story_id", "stories", "id")],
+    "matches": [("item_id", "items", "id")],
+    "alerts": [("story_id", "stories", "id"), ("source_id", "sources", "id")],
+    "fetches": [("source_id", "sources", "id")],
+}
+
+NOT_NULL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sources": {"consecutive_failures": 0, "enabled": 1, "kind": "feed", "tags": "[]"},
+    "items": {"title": "", "summary": "", "content": "", "author": ""},
+    "alerts": {"attempts": 0, "status": "pending", "priority": "normal", "kind": "story"},
+}
+
+INDEXES: list[tuple[str, list[str], bool]] = [
+    ("sources", ["name"], True),
+    ("items", ["source_id", "key"], True),
+    ("items", ["canonical_url"], False),
+    ("items", ["story_id"], False),
+    ("items", ["published_at"], False),
+    ("items", ["fetched_at"], False),
+    ("stories", ["canonical_url"], False),
+    ("stories", ["norm_title"], False),
+    ("stories", ["first_seen_at"], False),
+    ("matches", ["item_id", "rule"], True),
+    ("matches", ["rule", "matched_at"], False),
+    ("alerts", ["status", "next_attempt_at"], False),
+    ("alerts", ["story_id"], False),
+    ("alerts", ["dedupe_key"], True),
+    ("fetches", ["source_id", "started_at"], False),
+]
+
+FTS_COLUMNS = ["title", "summary", "content"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What the database remembers about a source between polls."""
+
+    id: int
+    name: str
+    url: str
+    feed_url: str | None
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    consecutive_failures: int
+    next_fetch_at: str | None
+    first_success_at: str | None
+    last_success_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An item as written: its row id, its story, and whether it is new or was edited."""
+
+    id: int
+    story_id: int
+    item: Item
+    is_new: bool
+    title_changed: bool
+
+
+def item_hash(item: Item) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for part in (
+        item.title,
+        item.summary,
+        item.content,
+        item.author,
+        item.url or "",
+        iso(item.published_at) or "",
+    ):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+class Store:
+    """One connection to the archive. Open one per thread."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path | None) -> None:
+        self.db = db
+        self.path = path
+        self.conn: sqlite3.Connection = db.conn
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, migrate: bool = True, readonly: bool = False) -> Store:
+        path = Path(path)
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StoreError(f"{path}: no archive yet (run `scraper run --once` first)")
+                conn = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=15
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(path), isolation_level=None, timeout=15)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+        store = cls(sqlite_utils.Database(conn), path)
+        if migrate and not readonly:
+            store.migrate()
+        return store
+
+    @classmethod
+    def memory(cls) -> Store:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        store = cls(sqlite_utils.Database(conn), None)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run any number of times, from any version."""
+        try:
+            with self.transaction():
+                self._apply_schema()
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot apply the schema: {exc}") from exc
+
+    def _apply_schema(self) -> None:
+        db = self.db
+        for name, columns in TABLES.items():
+            table = db.table(name)
+            if not table.exists():
+                table.create(
+                    columns,
+                    pk="id",
+                    not_null=set(NOT_NULL_DEFAULTS.get(name, {})),
+                    defaults=NOT_NULL_DEFAULTS.get(name, {}),
+                    foreign_keys=FOREIGN_KEYS.get(name, []),
+                )
+            else:
+                existing = set(table.columns_dict)
+                for column, col_type in columns.items():
+                    if column not in existing:
+                        table.add_column(
+                            column, col_type, not_null_default=NOT_NULL_DEFAULTS.get(name, {}).get(column)
+                        )
+        for table_name, cols, unique in INDEXES:
+            db.table(table_name).create_index(cols, unique=unique, if_not_exists=True)
+        items = db.table("items")
+        if not db.table("items_fts").exists():
+            items.enable_fts(FTS_COLUMNS, fts_version="FTS5", create_triggers=True)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception. Not re-entrant."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- sources --------------------------------------------------------------------------
+
+    def sync_sources(self, sources: Sequence[Source], now: datetime) -> None:
+        """Make the sources table reflect the configuration (by name). A changed URL resets
+        the conditional-GET state; sources removed from the config are marked disabled, never
+        deleted (their items stay in the archive)."""
+        with self.transaction():
+            known = {
+                row[0]: (row[1], row[2])
+                for row in self.conn.execute("SELECT name, url, kind FROM sources")
+            }
+            names = set()
+            for source in sources:
+                names.add(source.name)
+                tags = json.dumps(list(source.tags), ensure_ascii=False)
+                if source.name not in known:
+                    self.conn.execute(
+                        "INSERT INTO sources (name, url, kind, tags, enabled, consecutive_failures,"
+                        " created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                        (source.name, source.url, source.kind, tags, int(source.enabled), iso(now)),
+                    )
+                    continue
+                url, kind = known[source.name]
+                if url != source.url or kind != source.kind:
+                    self.conn.execute(
+                        "UPDATE sources SET etag = NULL, last_modified = NULL, body_hash = NULL,"
+                        " feed_url = NULL WHERE name = ?",
+                        (source.name,),
+                    )
+                self.conn.execute(
+                    "UPDATE sources SET url = ?, kind = ?, tags = ?, enabled = ? WHERE name = ?",
+                    (source.url, source.kind, tags, int(source.enabled), source.name),
+                )
+            for name in set(known) - names:
+                self.conn.execute("UPDATE sources SET enabled = 0 WHERE name = ?", (name,))
+
+    def source_state(self, name: str) -> SourceState | None:
+        row = self.conn.execute(
+            "SELECT id, name, url, feed_url, etag, last_modified, body_hash,"
+            " consecutive_failures, next_fetch_at, first_success_at, last_success_at"
+            " FROM sources WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return SourceState(*row) if row else None
+
+    def source_states(self) -> dict[str, SourceState]:
+        rows = self.conn.execute(
+            "SELECT id, name, url, feed_url, etag, last_modified, body_hash,"
+            " consecutive_failures, next_fetch_at, first_success_at, last_success_at FROM sources"
+        )
+        return {row[1]: SourceState(*row) for row in rows}
+
+    def record_fetch(
+        self,
+        source_id: int,
+        *,
+        url: str,
+        started_at: datetime,
+        duration_ms: int,
+        status: str,
+        nbytes: int,
+        items_new: int = 0,
+        items_updated: int = 0,
+        error: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO fetches (source_id, url, started_at, duration_ms, status, bytes,"
+            " items_new, items_updated, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                source_id,
+                url,
+                iso(started_at),
+                duration_ms,
+                status,
+                nbytes,
+                items_new,
+                items_updated,
+                error,
+            ),
+        )
+
+    def update_source(self, source_id: int, **values: Any) -> None:
+        """Set columns of a sources row (names are checked against the schema)."""
+        if not values:
+            return
+        unknown = set(values) - set(TABLES["sources"])
+        if unknown:
+            raise ValueError(f"unknown sources columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        self.conn.execute(
+            f"UPDATE sources SET {assignments} WHERE id = ?",  # noqa: S608 - names checked above
+            (*values.values(), source_id),
+        )
+
+    # -- items ----------------------------------------------------------------------------
+
+    def known_items(self, source_id: int) -> dict[str, tuple[int, str | None, str]]:
+        """key -> (id, hash, title) for every item of a source."""
+        rows = self.conn.execute(
+            "SELECT key, id, hash, title FROM items WHERE source_id = ?", (source_id,)
+        )
+        return {key: (item_id, h, title) for key, item_id, h, title in rows}
+
+    def upsert_items(
+        self,
+        source_id: int,
+        items: Sequence[Item],
+        *,
+        now: datetime,
+        story_window: float = 48 * 3600.0,
+        canonical: Any = None,
+    ) -> list[StoredItem]:
+        """Insert new items and update edited ones (matched by key); return what changed.
+
+        An item whose body was pruned keeps its identity row, so it is never new again; an
+        edit to a pruned item is ignored. Must run inside :meth:`transaction`.
+        """
+        known = self.known_items(source_id)
+        fetched = iso(now)
+        out: list[StoredItem] = []
+        seen: set[str] = set()
+        for item in items:
+            if item.key in seen:
+                continue
+            seen.add(item.key)
+            h = item_hash(item)
+            canon = canonical(item.url) if (canonical and item.url) else item.url
+            if item.key in known:
+                item_id, old_hash, old_title = known[item.key]
+                if old_hash == h:
+                    continue
+                pruned = self.conn.execute(
+                    "SELECT pruned_at, story_id FROM items WHERE id = ?", (item_id,)
+                ).fetchone()
+                if pruned[0]:
+                    continue
+                self.conn.execute(
+                    "UPDATE items SET guid = ?, url = ?, canonical_url = ?, title = ?, summary = ?,"
+                    " content = ?, author = ?, published_at = ?, updated_at = ?, hash = ?"
+                    " WHERE id = ?",
+                    (
+                        item.guid,
+                        item.url,
+                        canon,
+                        item.title,
+                        item.summary,
+                        item.content,
+                        item.author,
+                        iso(item.published_at),
+                        fetched,
+                        h,
+                        item_id,
+                    ),
+                )
+                out.append(
+                    StoredItem(item_id, pruned[1], item, False, old_title != item.title)
+                )
+                continue
+            story_id = self._story_for(item, canon, now, story_window)
+            cursor = self.conn.execute(
+                "INSERT INTO items (source_id, key, guid, url, canonical_url, title, summary,"
+                " content, author, published_at, fetched_at, story_id, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    source_id,
+                    item.key,
+                    item.guid,
+                    item.url,
+                    canon,
+                    item.title,
+                    item.summary,
+                    item.content,
+                    item.author,
+                    iso(item.published_at),
+                    fetched,
+                    story_id,
+                    h,
+                ),
+            )
+            item_id = cursor.lastrowid
+            assert item_id is not None
+            out.append(StoredItem(item_id, story_id, item, True, False))
+        return out
+
+    def _story_for(
+        self, item: Item, canon: str | None, now: datetime, window: float
+    ) -> int:
+        """The story an item joins: one with the same canonical URL seen within the window,
+        else a new story. (Title-based joining lives in the alerts layer.)"""
+        since = iso(now - timedelta(seconds=window))
+        if canon:
+            row = self.conn.execute(
+                "SELECT id FROM stories WHERE canonical_url = ? AND first_seen_at >= ?"
+                " ORDER BY id DESC LIMIT 1",
+                (canon, since),
+            ).fetchone()
+            if row:
+                self.conn.execute(
+                    "UPDATE stories SET last_seen_at = ? WHERE id = ?", (iso(now), row[0])
+                )
+                return int(row[0])
+        cursor = self.conn.execute(
+            "INSERT INTO stories (title, first_seen_at, last_seen_at, canonical_url)"
+            " VALUES (?, ?, ?, ?)",
+            (item.title, iso(now), iso(now), canon),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def record_matches(self, item_id: int, matches: Sequence[Match], now: datetime) -> None:
+        """Write (or refresh) the matches of an item; rules that no longer match are removed."""
+        self.conn.execute(
+            "DELETE FROM matches WHERE item_id = ? AND rule NOT IN (%s)"
+            % ",".join("?" * len(matches)),
+            (item_id, *(m.rule for m in matches)),
+        )
+        self.conn.executemany(
+            "INSERT INTO matches (item_id, rule, fields, terms, matched_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (item_id, rule) DO UPDATE SET fields = excluded.fields,"
+            " terms = excluded.terms",
+            [
+                (
+                    item_id,
+                    m.rule,
+                    json.dumps(list(m.fields)),
+                    json.dumps(list(m.terms), ensure_ascii=False),
+                    iso(now),
+                )
+                for m in matches
+            ],
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def count(self, table: str) -> int:
+        if table not in TABLES and table != "items_fts":
+            raise ValueError(table)
+        return int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
