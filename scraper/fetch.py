@@ -63,13 +63,14 @@ def backoff_delay(
 ) -> float:
     """Seconds until the next fetch of a source that failed ``failures`` times in a row.
 
-    ``base * 2**(failures - 1)``, capped at ``cap``, and never less than the source's own
-    ``interval`` (a source polled daily stays daily). Always finite: a failing source is
-    slowed down, never disabled.
+    The source's interval (at least ``base``) doubled for each failure after the first,
+    capped at ``cap`` (or at the interval itself when that is longer: a daily source stays
+    daily). Always finite: a failing source is slowed down, never disabled.
     """
     if failures <= 0:
         return interval
-    exponential = base * 2.0 ** min(failures - 1, 64)
+    step = max(interval, base)
+    exponential = step * 2.0 ** min(failures - 1, 64)
     return max(interval, min(cap, exponential))
 
 

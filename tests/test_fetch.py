@@ -496,7 +496,8 @@ def test_invalid_urls(fetcher: Fetcher, url: str) -> None:
 def test_backoff_delay() -> None:
     assert backoff_delay(0, 900) == 900
     assert [backoff_delay(n, 30) for n in (1, 2, 3, 4)] == [60, 120, 240, 480]
-    assert backoff_delay(3, 900) == 900  # never sooner than the source's own interval
+    assert [backoff_delay(n, 600) for n in (1, 2, 3, 4)] == [600, 1200, 2400, 4800]
+    assert backoff_delay(1, 900) == 900  # never sooner than the source's own interval
     assert backoff_delay(50, 900) == 6 * 3600  # capped
     assert backoff_delay(10**9, 900) == 6 * 3600  # never overflows, never disables
     assert backoff_delay(5, 2 * 86400) == 2 * 86400  # a daily source stays daily

@@ -1,0 +1,370 @@
+"""The command line: parse options, call one library function, turn errors into a message and
+an exit status (0 ok, 1 needs attention, 2 usage or configuration error). The only module that
+prints or exits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from scraper import __version__
+from scraper.clock import utcnow
+from scraper.errors import ConfigError, RuleError, ScraperError, StoreError
+from scraper.settings import Settings, default_config_path, load_settings, parse_duration
+
+log = logging.getLogger("scraper")
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(status)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Our own errors become one line and an exit status; no traceback for a user's mistake."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except RuleError as exc:
+        fail(str(exc), 2)
+    except StoreError as exc:
+        fail(str(exc), 1)
+    except ScraperError as exc:
+        fail(str(exc), 1)
+
+
+class Context:
+    def __init__(self, config: str | None) -> None:
+        self.config_path = Path(config) if config else default_config_path(os.environ)
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            if not self.config_path.exists():
+                raise ConfigError(
+                    "configuration file not found (use --config FILE or set $SCRAPER_CONFIG)",
+                    file=self.config_path,
+                )
+            self._settings = load_settings(self.config_path, os.environ)
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Configuration file (default: scraper.toml, or $SCRAPER_CONFIG).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(__version__, prog_name="scraper")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, verbose: int, quiet: bool) -> None:
+    """A self-hosted news scraper with keyword alerting."""
+    setup_logging(verbose, quiet)
+    ctx.obj = Context(config)
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass over every enabled source, then exit.")
+@click.option("--source", "only", metavar="NAME", help="Only this source.")
+@click.option("--dry-run", is_flag=True, help="Fetch, parse and match; write and send nothing.")
+@click.option("--due", is_flag=True, help="Only sources whose next fetch time has come.")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, hidden=True)
+@pass_ctx
+def run(ctx: Context, once: bool, only: str | None, dry_run: bool, due: bool, config: str | None) -> None:
+    """Poll the sources, archive new items, match rules and alert."""
+    from scraper.app import run_once
+
+    if config:
+        ctx.config_path = Path(config)
+    if not once and not dry_run:
+        fail("the daemon is not available yet in this version: use `scraper run --once`", 2)
+    with user_errors():
+        settings = ctx.settings
+        with progress_reporter() as (on_start, progress):
+            summary = run_once(
+                settings,
+                only=only,
+                dry_run=dry_run,
+                due_only=due,
+                clock=utcnow,
+                progress=progress,
+                on_start=on_start,
+            )
+    print_summary(summary)
+    sys.exit(1 if summary.needs_attention else 0)
+
+
+@contextmanager
+def progress_reporter() -> Iterator[tuple[Callable[[int], None], Callable[[Any], None]]]:
+    """A progress bar on a terminal; one log line per source otherwise."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("polling", total=None)
+
+            def on_start(total: int) -> None:
+                bar.update(task, total=total)
+
+            def progress(outcome: Any) -> None:
+                bar.update(task, advance=1, description=f"{outcome.source[:30]:30}")
+
+            yield on_start, progress
+        return
+
+    def quiet_start(total: int) -> None:
+        log.info("polling %d sources", total)
+
+    def log_line(outcome: Any) -> None:
+        if outcome.ok:
+            log.info(
+                "poll source=%r status=%s new=%d updated=%d matches=%d",
+                outcome.source,
+                "unchanged" if outcome.unchanged else outcome.status,
+                outcome.items_new,
+                outcome.items_updated,
+                outcome.matches,
+            )
+        else:
+            log.warning(
+                "poll source=%r status=%s error=%r", outcome.source, outcome.status, outcome.error
+            )
+
+    yield quiet_start, log_line
+
+
+def print_summary(summary: Any) -> None:
+    if summary.dry_run:
+        for outcome in summary.outcomes:
+            if not outcome.ok:
+                continue
+            click.echo(f"{outcome.source}: {outcome.items_new} new item(s) would be archived")
+            for item, matches in outcome.new_items:
+                when = item.published_at.strftime("%Y-%m-%d %H:%M") if item.published_at else "-"
+                click.echo(f"  {when}  {item.title or '(no title)'}")
+                if item.url:
+                    click.echo(f"      {item.url}")
+                for match in matches:
+                    click.secho(
+                        f"      would alert: rule {match.rule} ({', '.join(match.terms)})",
+                        fg="yellow",
+                    )
+    ok, failed = summary.ok, summary.failed
+    verb = "would be new" if summary.dry_run else "new"
+    click.echo(
+        f"{'Dry run' if summary.dry_run else 'Pass'} finished in {summary.duration:.1f}s: "
+        f"{len(ok)} source(s) ok, {len(failed)} failed; "
+        f"{summary.items_new} item(s) {verb}, {summary.items_updated} updated; "
+        f"{summary.matches} match(es)."
+    )
+    if failed:
+        click.echo("Failed sources:")
+        for outcome in failed:
+            click.echo(f"  {outcome.source}: {outcome.status}: {outcome.error or ''}".rstrip())
+    if summary.rule_errors:
+        click.secho(
+            f"{summary.rule_errors} rule file(s) are invalid and were skipped: "
+            "see `scraper rules check`",
+            fg="red",
+            err=True,
+        )
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+@main.command()
+@pass_ctx
+def check(ctx: Context) -> None:
+    """Validate scraper.toml, every rule file and the targets' Apprise URLs."""
+    from scraper.rules import load_rules
+
+    with user_errors():
+        settings = ctx.settings
+    ruleset = load_rules(settings.rules)
+    for error in ruleset.errors:
+        click.echo(str(error), err=True)
+    problems = len(ruleset.errors)
+    try:
+        from scraper.notify import check_targets
+    except ImportError:  # pragma: no cover - targets arrive with the alerts layer
+        target_errors: list[str] = []
+    else:
+        target_errors = check_targets(settings)
+    for message in target_errors:
+        click.echo(message, err=True)
+    problems += len(target_errors)
+    if problems:
+        click.secho(f"{problems} problem(s) found", fg="red", err=True)
+        sys.exit(2)
+    click.echo(
+        f"{settings.path}: ok ({len(settings.sources)} sources, {len(ruleset.rules)} rules, "
+        f"{len(settings.targets)} targets)"
+    )
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Rule files: check them, back-test them."""
+
+
+@rules.command("check")
+@pass_ctx
+def rules_check(ctx: Context) -> None:
+    """Validate every rule file and the alias file."""
+    from scraper.rules import load_rules
+
+    with user_errors():
+        settings = ctx.settings
+    ruleset = load_rules(settings.rules)
+    for error in ruleset.errors:
+        click.echo(str(error))
+    if ruleset.errors:
+        sys.exit(1)
+    click.echo(f"{len(ruleset.rules)} rule(s) ok, {len(ruleset.aliases)} alias set(s)")
+
+
+@rules.command("test")
+@click.argument("rule_or_query")
+@click.option("--query", "force_query", is_flag=True, help="Treat the argument as a query.")
+@click.option("--since", default="7d", show_default=True, help="How far back, e.g. 7d, 12h.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0))
+@pass_ctx
+def rules_test(
+    ctx: Context, rule_or_query: str, force_query: bool, since: str, limit: int
+) -> None:
+    """Back-test a rule id or a query against the archive. Sends and changes nothing."""
+    from scraper.rules import backtest, load_rules
+    from scraper.store import Store
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    with user_errors():
+        settings = ctx.settings
+        ruleset = load_rules(settings.rules)
+        store = Store.open(settings.database, readonly=True)
+        try:
+            result = backtest(
+                store.conn,
+                rule_or_query,
+                rules=ruleset,
+                force_query=force_query,
+                since=utcnow() - timedelta(seconds=window),
+                limit=limit,
+            )
+        finally:
+            store.close()
+    print_backtest(result, since)
+
+
+def print_backtest(result: Any, since: str) -> None:
+    from scraper.rules import highlight_spans
+
+    label = f"rule {result.rule_id}" if result.rule_id else "query"
+    click.echo(f"{label}: {result.query}")
+    click.echo(f"{result.total} item(s) matched in the last {since}")
+    color = sys.stdout.isatty()
+    for hit in result.items:
+        title = hit.title or "(no title)"
+        if color:
+            spans = highlight_spans(title, hit.terms)
+            out, pos = [], 0
+            for start, end in spans:
+                out.append(title[pos:start])
+                out.append(click.style(title[start:end], bold=True, fg="yellow"))
+                pos = end
+            out.append(title[pos:])
+            title = "".join(out)
+        when = (hit.published_at or "")[:16].replace("T", " ")
+        click.echo(f"  {when:16}  [{hit.source}] {title}")
+        click.echo(f"      {', '.join(hit.terms)} in {', '.join(hit.fields)}  {hit.url or ''}")
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+@main.group()
+def sources() -> None:
+    """List, import (OPML) and export (OPML) sources."""
+
+
+@sources.command("list")
+@pass_ctx
+def sources_list(ctx: Context) -> None:
+    """List the configured sources."""
+    with user_errors():
+        settings = ctx.settings
+    for source in settings.sources:
+        state = "" if source.enabled else "  (disabled)"
+        tags = f"  [{', '.join(source.tags)}]" if source.tags else ""
+        click.echo(f"{source.name}  {source.kind}  {source.url}{tags}{state}")
+
+
+@sources.command("import")
+@click.argument("opml_file", type=click.Path(exists=True, dir_okay=False))
+@pass_ctx
+def sources_import(ctx: Context, opml_file: str) -> None:
+    """Append the feeds of an OPML file to scraper.toml, keeping its comments."""
+    from scraper.opml import append_sources_to_config, import_opml
+
+    with user_errors():
+        settings = ctx.settings
+        text = Path(opml_file).read_text(encoding="utf-8", errors="replace")
+        found = import_opml(text)
+        added, skipped = append_sources_to_config(settings.path, found)
+        load_settings(settings.path, os.environ)
+    click.echo(f"{len(added)} source(s) added, {len(skipped)} already present")
+
+
+@sources.command("export")
+@pass_ctx
+def sources_export(ctx: Context) -> None:
+    """Write the sources as OPML 2.0 to standard output."""
+    from scraper.opml import export_opml
+
+    with user_errors():
+        settings = ctx.settings
+    click.echo(export_opml(settings.sources), nl=False)
