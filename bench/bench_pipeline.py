@@ -14,6 +14,7 @@ peak RSS <= 300 MB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -48,10 +49,8 @@ class PeakRss:
             try:
                 total = self.me.memory_info().rss
                 for child in self.me.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += child.memory_info().rss
-                    except psutil.Error:
-                        pass
             except psutil.Error:
                 pass
             self.peak = max(self.peak, total)
@@ -99,7 +98,14 @@ def write_config(folder: Path, port: int, feeds: int, rules: Path | None) -> Pat
 
 def start_farm(feeds: int, items: int) -> tuple[subprocess.Popen[str], int]:
     farm = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "farm.py"), "--feeds", str(feeds), "--items", str(items)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "farm.py"),
+            "--feeds",
+            str(feeds),
+            "--items",
+            str(items),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -123,7 +129,9 @@ def main() -> None:
     try:
         config = write_config(folder, port, args.feeds, args.rules)
         settings = load_settings(config, os.environ)
-        print(f"{args.feeds} feeds x {args.items} items from 127.0.0.1:{port}, cpus={os.cpu_count()}")
+        print(
+            f"{args.feeds} feeds x {args.items} items from 127.0.0.1:{port}, cpus={os.cpu_count()}"
+        )
         for label in ("cold", "warm"):
             with PeakRss() as rss:
                 started = time.perf_counter()
@@ -136,7 +144,12 @@ def main() -> None:
                 f"matches={summary.matches} failed={failed}  peak RSS {rss.peak / 2**20:.0f} MB"
             )
             if failed:
-                print("  e.g.", summary.failed[0].source, summary.failed[0].status, summary.failed[0].error)
+                print(
+                    "  e.g.",
+                    summary.failed[0].source,
+                    summary.failed[0].status,
+                    summary.failed[0].error,
+                )
         with Store.open(settings.database) as store:
             print(f"archive: {store.count('items')} items, {store.count('fetches')} fetch rows")
     finally:

@@ -20,14 +20,77 @@ import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-WORDS = (
-    "Japan EU security defense partnership Tokyo Brussels North Korea missile launch Pyongyang "
-    "summit minister talks trade economy yen euro election parliament court ruling policy "
-    "government military drills alliance sanctions nuclear energy climate market shares bank "
-    "inflation growth exports technology semiconductor agreement strategic cooperation Seoul "
-    "Kishida Ishiba Kim Jong Un von der Leyen NATO Ukraine Russia China Beijing Washington "
-    "report analysis exclusive update live breaking officials said statement agency press"
-).split()
+WORDS = [
+    "Japan",
+    "EU",
+    "security",
+    "defense",
+    "partnership",
+    "Tokyo",
+    "Brussels",
+    "North",
+    "Korea",
+    "missile",
+    "launch",
+    "Pyongyang",
+    "summit",
+    "minister",
+    "talks",
+    "trade",
+    "economy",
+    "yen",
+    "euro",
+    "election",
+    "parliament",
+    "court",
+    "ruling",
+    "policy",
+    "government",
+    "military",
+    "drills",
+    "alliance",
+    "sanctions",
+    "nuclear",
+    "energy",
+    "climate",
+    "market",
+    "shares",
+    "bank",
+    "inflation",
+    "growth",
+    "exports",
+    "technology",
+    "semiconductor",
+    "agreement",
+    "strategic",
+    "cooperation",
+    "Seoul",
+    "Kishida",
+    "Ishiba",
+    "Kim",
+    "Jong",
+    "Un",
+    "von",
+    "der",
+    "Leyen",
+    "NATO",
+    "Ukraine",
+    "Russia",
+    "China",
+    "Beijing",
+    "Washington",
+    "report",
+    "analysis",
+    "exclusive",
+    "update",
+    "live",
+    "breaking",
+    "officials",
+    "said",
+    "statement",
+    "agency",
+    "press",
+]
 
 
 def sentence(rng: random.Random, n: int) -> str:

@@ -102,7 +102,9 @@ def main(ctx: click.Context, config: str | None, verbose: int, quiet: bool) -> N
 @click.option("--due", is_flag=True, help="Only sources whose next fetch time has come.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, hidden=True)
 @pass_ctx
-def run(ctx: Context, once: bool, only: str | None, dry_run: bool, due: bool, config: str | None) -> None:
+def run(
+    ctx: Context, once: bool, only: str | None, dry_run: bool, due: bool, config: str | None
+) -> None:
     """Poll the sources, archive new items, match rules and alert."""
     from scraper.app import run_once
 
@@ -271,9 +273,7 @@ def rules_check(ctx: Context) -> None:
 @click.option("--since", default="7d", show_default=True, help="How far back, e.g. 7d, 12h.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0))
 @pass_ctx
-def rules_test(
-    ctx: Context, rule_or_query: str, force_query: bool, since: str, limit: int
-) -> None:
+def rules_test(ctx: Context, rule_or_query: str, force_query: bool, since: str, limit: int) -> None:
     """Back-test a rule id or a query against the archive. Sends and changes nothing."""
     from scraper.rules import backtest, load_rules
     from scraper.store import Store

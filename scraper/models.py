@@ -14,7 +14,7 @@ FIELDS = ("title", "summary", "content", "author", "source")
 
 @dataclass(frozen=True, slots=True)
 class HtmlSelectors:
-    """CSS selectors of an ``kind = "html"`` source; all but ``item``/``title``/``link`` optional."""
+    """CSS selectors of a ``kind = "html"`` source; ``date`` and ``summary`` are optional."""
 
     item: str
     title: str

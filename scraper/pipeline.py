@@ -9,11 +9,12 @@ others.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -217,6 +218,7 @@ class Pipeline:
             if parsed.feed_url:
                 parsed = replace(parsed, feed_url=None, error="feed link leads to another page")
         polled.parsed = parsed
+        polled.fetches = [replace(f, body=None) for f in polled.fetches]  # parsed: free it
 
     # -- the writing half (the Store's thread; one transaction) ----------------------------
 
@@ -310,7 +312,8 @@ class Pipeline:
             for entry in stored:
                 if entry.is_new or entry.title_changed:
                     found = self.match(source, entry.item)
-                    store.record_matches(entry.id, found, now)
+                    if found or not entry.is_new:
+                        store.record_matches(entry.id, found, now)
                     if found:
                         matches[entry.id] = found
         items_new = sum(1 for s in stored if s.is_new)
@@ -439,13 +442,29 @@ class Pipeline:
             todo.append((source, state))
 
         outcomes: list[SourceOutcome] = []
+        indexed = time.monotonic()
+        # Workers hand finished polls over a queue, so each result is written and dropped
+        # at once (holding 1,000 parsed polls until the end would cost ~150 MB).
+        done: queue.Queue[Polled] = queue.Queue()
+
+        def work(source: Source, state: SourceState) -> None:
+            done.put(self.poll(source, state, conditional=not dry_run))
+
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="poll") as pool:
-            futures = [
-                pool.submit(self.poll, source, state, conditional=not dry_run)
-                for source, state in todo
-            ]
-            for future in as_completed(futures):
-                polled = future.result()
+            for source, state in todo:
+                pool.submit(work, source, state)
+            batch_started = time.monotonic()
+            for _ in range(len(todo)):
+                if store is not None and not dry_run and done.empty():
+                    store.commit()  # caught up: make what we have durable
+                polled = done.get()
+                if store is not None and not dry_run:
+                    if not store.conn.in_transaction:
+                        batch_started = time.monotonic()
+                    elif time.monotonic() - batch_started > 1.0:
+                        store.commit()
+                        batch_started = time.monotonic()
+                    store.begin()
                 if dry_run:
                     known = (
                         set(store.known_items(polled.state.id))
@@ -456,9 +475,18 @@ class Pipeline:
                 else:
                     assert store is not None
                     outcome = self.write(store, polled)
+                del polled
                 outcomes.append(outcome)
                 if progress is not None:
                     progress(outcome)
+                if store is not None and not dry_run and time.monotonic() - indexed > 5.0:
+                    store.commit()
+                    store.index_fts()  # keep search current during a long pass
+                    indexed = time.monotonic()
+            if store is not None and not dry_run:
+                store.commit()
+        if store is not None and not dry_run:
+            store.index_fts()
         order = {source.name: i for i, (source, _) in enumerate(todo)}
         outcomes.sort(key=lambda o: order.get(o.source, 0))
         return PassSummary(outcomes, time.monotonic() - started, dry_run=dry_run)

@@ -52,7 +52,9 @@ def test_once_archives_then_second_pass_adds_nothing(
     first = run_once(settings, clock=Clock())
     assert [o.ok for o in first.outcomes] == [True]
     assert first.items_new == 2
-    items = rows(db, "SELECT title, summary, url, guid, published_at, story_id FROM items ORDER BY id")
+    items = rows(
+        db, "SELECT title, summary, url, guid, published_at, story_id FROM items ORDER BY id"
+    )
     assert items[0][0] == SEED["title"]
     assert items[0][1] == "TOKYO (AFP) – Japan and the EU signed a pact."
     assert "script" not in items[0][1] and "alert" not in items[0][1]
@@ -96,7 +98,9 @@ def test_one_broken_source_is_recorded_and_others_work(
     tmp_path: Path, http_server: LoopbackServer
 ) -> None:
     good = http_server.route("/good.xml", rss([SEED]), content_type="application/rss+xml")
-    broken = http_server.route("/broken.xml", b"<rss><channel><item><title>x", content_type="text/xml")
+    broken = http_server.route(
+        "/broken.xml", b"<rss><channel><item><title>x", content_type="text/xml"
+    )
     missing = http_server.url("/missing.xml")
     settings = settings_for(
         tmp_path,
@@ -123,7 +127,12 @@ def test_one_broken_source_is_recorded_and_others_work(
     for _, count, _, has_error, next_fetch in failures:
         assert count == 1 and has_error
         assert parse_iso(next_fetch) > NOW  # type: ignore[operator]
-    statuses = dict(rows(settings.database, "SELECT s.name, f.status FROM fetches f JOIN sources s ON s.id = f.source_id"))
+    statuses = dict(
+        rows(
+            settings.database,
+            "SELECT s.name, f.status FROM fetches f JOIN sources s ON s.id = f.source_id",
+        )
+    )
     assert statuses["Missing"] == "404"
 
 
@@ -147,8 +156,12 @@ def test_backoff_grows_and_retry_after_is_honoured(
         delays.append((parse_iso(due) - clock.now).total_seconds())  # type: ignore[operator]
         clock.now += timedelta(days=1)
     assert delays == sorted(delays) and delays[-1] > delays[0]
-    assert rows(settings.database, "SELECT consecutive_failures FROM sources WHERE name='Down'") == [(4,)]
-    (busy_due,) = rows(settings.database, "SELECT next_fetch_at FROM sources WHERE name = 'Busy'")[0]
+    assert rows(
+        settings.database, "SELECT consecutive_failures FROM sources WHERE name='Down'"
+    ) == [(4,)]
+    (busy_due,) = rows(settings.database, "SELECT next_fetch_at FROM sources WHERE name = 'Busy'")[
+        0
+    ]
     assert (parse_iso(busy_due) - (clock.now - timedelta(days=1))).total_seconds() >= 7200  # type: ignore[operator]
 
     # --due skips sources whose time has not come
@@ -158,7 +171,9 @@ def test_backoff_grows_and_retry_after_is_honoured(
     assert summary.outcomes == [] and len(http_server.requests) == before
     later = run_once(settings, clock=Clock(clock.now + timedelta(days=30)), due_only=True)
     assert {o.source for o in later.outcomes} == {"Down", "Busy"}
-    assert rows(settings.database, "SELECT consecutive_failures FROM sources WHERE name='Down'") == [(0,)]
+    assert rows(
+        settings.database, "SELECT consecutive_failures FROM sources WHERE name='Down'"
+    ) == [(0,)]
 
 
 def test_no_source_fetched_needs_attention(tmp_path: Path, http_server: LoopbackServer) -> None:
@@ -170,7 +185,8 @@ def test_html_source_by_selectors(tmp_path: Path, http_server: LoopbackServer) -
     page = b"""<html><body>
       <article class="card"><h3>Japan and EU sign pact</h3><a href="/news/1">read</a>
         <time datetime="2024-11-01T14:30:00+09:00">1 Nov</time><p>Tokyo &amp; Brussels</p></article>
-      <article class="card"><h3>North Korea fires missile</h3><a href="news/2?utm_medium=x">read</a></article>
+      <article class="card"><h3>North Korea fires missile</h3>
+        <a href="news/2?utm_medium=x">read</a></article>
       <article class="card"><a href="javascript:alert(1)">bad</a></article>
     </body></html>"""
     url = http_server.route("/press/", page, content_type="text/html; charset=utf-8")
@@ -204,9 +220,9 @@ def test_html_source_by_selectors(tmp_path: Path, http_server: LoopbackServer) -
 def test_feed_autodiscovery(tmp_path: Path, http_server: LoopbackServer) -> None:
     feed = http_server.route("/feeds/all.xml", rss([SEED]), content_type="application/rss+xml")
     page = (
-        '<html><head><link rel="alternate" type="application/rss+xml" href="/feeds/all.xml">'
-        "</head><body>hello</body></html>"
-    ).encode()
+        b'<html><head><link rel="alternate" type="application/rss+xml" href="/feeds/all.xml">'
+        b"</head><body>hello</body></html>"
+    )
     home = http_server.route("/", page, content_type="text/html")
     settings = settings_for(tmp_path, [{"name": "Site", "url": home}])
     summary = run_once(settings, clock=Clock())
@@ -237,12 +253,16 @@ def test_cli_run_once_summary_and_exit_codes(tmp_path: Path, http_server: Loopba
     assert "Down: 404" in result.output
     only = CliRunner().invoke(main, ["--config", str(config), "run", "--once", "--source", "Down"])
     assert only.exit_code == 1
-    unknown = CliRunner().invoke(main, ["--config", str(config), "run", "--once", "--source", "Nope"])
+    unknown = CliRunner().invoke(
+        main, ["--config", str(config), "run", "--once", "--source", "Nope"]
+    )
     assert unknown.exit_code == 2 and 'no source named "Nope"' in unknown.output
 
 
 def test_config_error_is_one_line_with_exit_2(tmp_path: Path) -> None:
-    config = write_config(tmp_path, [{"name": "A", "url": "https://example.com/", "intervall": "5m"}])
+    config = write_config(
+        tmp_path, [{"name": "A", "url": "https://example.com/", "intervall": "5m"}]
+    )
     result = CliRunner().invoke(main, ["--config", str(config), "run", "--once"])
     assert result.exit_code == 2
     assert "scraper.toml:" in result.output and "intervall" in result.output
@@ -257,7 +277,10 @@ def test_the_whole_corpus_in_one_pass(tmp_path: Path, corpus_server: LoopbackSer
     corpus = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "feeds"
     files = sorted(p for p in corpus.rglob("*") if p.is_file())
     sources = [
-        {"name": f"{p.parent.name}/{p.name}", "url": corpus_server.url(f"/corpus/feeds/{p.parent.name}/{p.name}")}
+        {
+            "name": f"{p.parent.name}/{p.name}",
+            "url": corpus_server.url(f"/corpus/feeds/{p.parent.name}/{p.name}"),
+        }
         for p in files
     ]
     settings = settings_for(tmp_path, sources, top={"concurrency": 8, "per_host": 8})

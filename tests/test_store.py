@@ -68,6 +68,7 @@ def test_refetch_never_duplicates_and_edit_updates_in_place(store: Store) -> Non
     sid = store.source_state("Japan Today").id  # type: ignore[union-attr]
     with store.transaction():
         first = store.upsert_items(sid, [item("a"), item("b", "Other")], now=NOW)
+    assert store.index_fts() == 2 and store.index_fts() == 0
     assert [s.is_new for s in first] == [True, True]
     with store.transaction():
         again = store.upsert_items(sid, [item("a"), item("b", "Other")], now=NOW)
