@@ -195,7 +195,14 @@ def print_summary(summary: Any) -> None:
         f"{'Dry run' if summary.dry_run else 'Pass'} finished in {summary.duration:.1f}s: "
         f"{len(ok)} source(s) ok, {len(failed)} failed; "
         f"{summary.items_new} item(s) {verb}, {summary.items_updated} updated; "
-        f"{summary.matches} match(es)."
+        f"{summary.matches} match(es)"
+        + (
+            ""
+            if summary.dry_run
+            else f"; {summary.alerts_sent} alert(s) sent, {summary.alerts_failed} failed"
+            + (f", {summary.alerts_held} held" if summary.alerts_held else "")
+        )
+        + "."
     )
     if failed:
         click.echo("Failed sources:")

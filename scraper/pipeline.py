@@ -56,7 +56,9 @@ class AfterStore(Protocol):
         stored: Sequence[StoredItem],
         matches: dict[int, list[Match]],
         now: datetime,
-    ) -> None: ...
+        *,
+        document_items: int | None = None,
+    ) -> int: ...
 
 
 @dataclass(slots=True)
@@ -97,6 +99,7 @@ class PassSummary:
     rule_errors: int = 0
     alerts_sent: int = 0
     alerts_failed: int = 0
+    alerts_held: int = 0
 
     @property
     def ok(self) -> list[SourceOutcome]:
@@ -379,7 +382,15 @@ class Pipeline:
         store.update_source(state.id, **values)
 
         if self.after_store is not None and stored:
-            self.after_store(store, source, state, stored, matches, now)
+            self.after_store(
+                store,
+                source,
+                state,
+                stored,
+                matches,
+                now,
+                document_items=len(parsed.items) if parsed is not None else None,
+            )
         return SourceOutcome(
             name,
             True,
@@ -424,6 +435,7 @@ class Pipeline:
         dry_run: bool = False,
         due_only: bool = False,
         progress: Callable[[SourceOutcome], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> PassSummary:
         """Poll every given source once. ``store`` is written on this thread; with
         ``dry_run`` it is only read (and may be None when there is no archive yet)."""
@@ -441,6 +453,8 @@ class Pipeline:
                     continue
             todo.append((source, state))
 
+        if on_start is not None:
+            on_start(len(todo))
         outcomes: list[SourceOutcome] = []
         indexed = time.monotonic()
         # Workers hand finished polls over a queue, so each result is written and dropped

@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlite_utils
 
-from scraper.clock import iso
+from scraper.clock import iso, parse_iso
 from scraper.errors import StoreError
 from scraper.models import Item, Match, Source
-from scraper.stories import normalise_title
+from scraper.stories import NEAR_DUP_HOURS, normalise_title
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 15_000
@@ -54,6 +54,8 @@ TABLES: dict[str, dict[str, type]] = {
         "last_status": str,
         "last_error": str,
         "last_item_at": str,
+        "health_state": str,  # ok | failing | stale: what the last health alert said
+        "health_since": str,
         "created_at": str,
     },
     "stories": {
@@ -63,6 +65,7 @@ TABLES: dict[str, dict[str, type]] = {
         "last_seen_at": str,
         "canonical_url": str,
         "norm_title": str,
+        "published_at": str,  # of its first item: copies of one report appear within hours
     },
     "items": {
         "id": int,
@@ -104,9 +107,28 @@ TABLES: dict[str, dict[str, type]] = {
         "last_error": str,
         "held_reason": str,
         "dedupe_key": str,
+        "item_id": int,  # the item whose match raised the alert
+        "batch": str,  # released together (digest, quiet hours, rate limit): one message
         "payload": str,  # JSON: what the message needs beyond the story (health event, ...)
         "created_at": str,
+        "first_attempt_at": str,
         "sent_at": str,
+    },
+    "targets": {  # what status and Datasette may know of a target: never its raw URL
+        "id": int,
+        "name": str,
+        "url_redacted": str,
+        "tags": str,  # JSON list
+        "paused_until": str,  # e.g. after Telegram's 429 retry_after
+        "last_sent_at": str,
+        "last_error": str,
+    },
+    "deliveries": {  # one row per message sent: the rate limit and pacing read this
+        "id": int,
+        "target": str,
+        "sent_at": str,
+        "kind": str,
+        "alerts": int,
     },
     "fetches": {
         "id": int,
@@ -130,9 +152,15 @@ FOREIGN_KEYS = {
 }
 
 NOT_NULL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sources": {"consecutive_failures": 0, "enabled": 1, "kind": "feed", "tags": "[]"},
     "items": {"title": "", "summary": "", "content": "", "author": ""},
     "alerts": {"attempts": 0, "status": "pending", "priority": "normal", "kind": "story"},
+    "sources": {
+        "consecutive_failures": 0,
+        "enabled": 1,
+        "kind": "feed",
+        "tags": "[]",
+        "health_state": "ok",
+    },
 }
 
 INDEXES: list[tuple[str, list[str], bool]] = [
@@ -150,6 +178,10 @@ INDEXES: list[tuple[str, list[str], bool]] = [
     ("alerts", ["status", "next_attempt_at"], False),
     ("alerts", ["story_id"], False),
     ("alerts", ["dedupe_key"], True),
+    ("alerts", ["target", "status"], False),
+    ("items", ["source_id", "published_at"], False),
+    ("targets", ["name"], True),
+    ("deliveries", ["target", "sent_at"], False),
     ("fetches", ["source_id", "started_at"], False),
 ]
 
@@ -578,19 +610,20 @@ class Store:
         )
         return out
 
-    def _lookup(self, column: str, values: set[str], since: str) -> dict[str, int]:
-        """value -> newest story id with that canonical_url / norm_title since ``since``."""
-        found: dict[str, int] = {}
+    def _lookup(self, column: str, values: set[str], since: str) -> dict[str, tuple[int, str]]:
+        """value -> (id, published_at) of the newest story with that canonical_url or
+        norm_title first seen since ``since``."""
+        found: dict[str, tuple[int, str]] = {}
         ordered = sorted(values)
         for start in range(0, len(ordered), 500):
             chunk = ordered[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for value, story_id in self.conn.execute(
-                f"SELECT {column}, max(id) FROM stories"
+            for value, story_id, published in self.conn.execute(
+                f"SELECT {column}, max(id), published_at FROM stories"  # noqa: S608 - fixed names
                 f" WHERE {column} IN ({marks}) AND first_seen_at >= ? GROUP BY {column}",
                 (*chunk, since),
             ):
-                found[value] = story_id
+                found[value] = (story_id, published)
         return found
 
     def _stories_for(
@@ -600,9 +633,10 @@ class Store:
         window: float,
     ) -> list[int]:
         """The story of each new item: an existing one (same canonical URL, or the same
-        normalised title of at least three words, first seen within the window), one shared
-        with an earlier item of the same batch, or a new one. Near-duplicate titles are
-        joined later, by the alerts step, for the items that matter to alerts."""
+        normalised title of at least three words published within NEAR_DUP_HOURS, first
+        seen within the window), one shared with an earlier item of the same batch, or a new
+        one. Near-duplicate titles are joined later, by the alerts step, for the items that
+        matter to alerts."""
         since = iso(now - timedelta(seconds=window))
         stamp = iso(now)
         by_url = self._lookup("canonical_url", {c for _, _, c, _ in fresh if c}, since)
@@ -613,23 +647,27 @@ class Store:
         touched: set[int] = set()
         result: list[int] = []
         for item, _, canon, norm in fresh:
-            story_id = (by_url.get(canon) if canon else None) or (
-                by_title.get(norm) if norm in titled else None
-            )
-            if story_id is None:
+            published = item.published_at or now
+            story = by_url.get(canon) if canon else None
+            if story is None and norm in by_title:
+                candidate = by_title[norm]
+                other = parse_iso(candidate[1]) or now
+                if abs((published - other).total_seconds()) <= NEAR_DUP_HOURS * 3600:
+                    story = candidate
+            if story is None:
                 next_id += 1
-                story_id = next_id
-                new_rows.append((story_id, item.title, stamp, stamp, canon, norm or None))
+                story = (next_id, iso(published) or stamp)
+                new_rows.append((next_id, item.title, stamp, stamp, canon, norm or None, story[1]))
             else:
-                touched.add(story_id)
+                touched.add(story[0])
             if canon:
-                by_url.setdefault(canon, story_id)
+                by_url.setdefault(canon, story)
             if norm in titled:
-                by_title.setdefault(norm, story_id)
-            result.append(story_id)
+                by_title.setdefault(norm, story)
+            result.append(story[0])
         self.conn.executemany(
             "INSERT INTO stories (id, title, first_seen_at, last_seen_at, canonical_url,"
-            " norm_title) VALUES (?, ?, ?, ?, ?, ?)",
+            " norm_title, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             new_rows,
         )
         self.conn.executemany(

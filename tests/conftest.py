@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from notify_servers import SmtpServer, TelegramServer, WebhookServer
 from servers import CORPUS, TLS, LoopbackServer, make_tls
 
 MakeServer = Callable[..., LoopbackServer]
@@ -54,3 +55,30 @@ def corpus_server(make_server: MakeServer) -> LoopbackServer:
     server = make_server()
     server.serve_dir("/corpus/", CORPUS)
     return server
+
+
+# --- delivery endpoints (tests/notify_servers.py) ----------------------------------------------
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    """A JSON webhook receiver (Apprise json://) that can be told to fail and recover."""
+    with WebhookServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """An aiosmtpd SMTP server recording the messages it receives."""
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[TelegramServer]:
+    """A stand-in Telegram Bot API; Apprise's Telegram plugin is pointed at it."""
+    from apprise.plugins.telegram import NotifyTelegram
+
+    with TelegramServer() as server:
+        monkeypatch.setattr(NotifyTelegram, "notify_url", server.api_url)
+        yield server

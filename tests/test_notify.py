@@ -75,27 +75,6 @@ def no_server_thread_left() -> Iterator[None]:
     assert [name for name in left if not name.startswith("ThreadPoolExecutor")] == []
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    with WebhookServer() as server:
-        yield server
-
-
-@pytest.fixture
-def telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[TelegramServer]:
-    from apprise.plugins.telegram import NotifyTelegram
-
-    with TelegramServer() as server:
-        monkeypatch.setattr(NotifyTelegram, "notify_url", server.api_url)
-        yield server
-
-
 def notifier(*targets: Target) -> Notifier:
     return Notifier(targets, timezone=TZ)
 
