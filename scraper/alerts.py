@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo
 from scraper.clock import iso, parse_iso
 from scraper.models import Match, Rule, Source
 from scraper.settings import AlertSettings, HealthSettings, Target
-from scraper.stories import TitleKey, near_duplicate
 from scraper.store import SourceState, Store, StoredItem
+from scraper.stories import TitleKey, near_duplicate
 
 log = logging.getLogger(__name__)
 

@@ -375,3 +375,131 @@ def sources_export(ctx: Context) -> None:
     with user_errors():
         settings = ctx.settings
     click.echo(export_opml(settings.sources), nl=False)
+
+
+# -- status and the alert ledger ---------------------------------------------------------------
+
+
+@main.command()
+@pass_ctx
+def status(ctx: Context) -> None:
+    """Source health and the alert ledger; exit 1 when something needs attention."""
+    from scraper.status import human_age, read_status
+    from scraper.store import Store
+
+    with user_errors():
+        settings = ctx.settings
+        store = Store.open(settings.database, readonly=True)
+        try:
+            report = read_status(store, settings)
+        finally:
+            store.close()
+    now = utcnow()
+    header = f"{'source':32} {'last success':>13} {'fails':>5} {'next fetch':>11}"
+    click.echo(f"{header} {'last item':>10}  state")
+    for s in report.sources:
+        if not s.enabled:
+            continue
+        flag = (
+            s.health_state
+            if s.health_state != "ok"
+            else ("failing" if s.needs_attention(report.failures_threshold) else "ok")
+        )
+        line = (
+            f"{s.name[:32]:32} {human_age(s.last_success_at, now):>13} {s.consecutive_failures:>5}"
+            f" {human_age(s.next_fetch_at, now):>11} {human_age(s.last_item_at, now):>10}  {flag}"
+        )
+        click.secho(line, fg=None if flag == "ok" else "red")
+        if flag != "ok" and s.last_error:
+            click.echo(f"{'':34}{s.last_error[:100]}")
+    ledger = ", ".join(
+        f"{report.ledger.get(k, 0)} {k}"
+        for k in ("pending", "held", "failed", "dead", "sent", "acked")
+    )
+    click.echo(f"alerts: {ledger}")
+    for p in report.problems:
+        click.echo(
+            f"  #{p.id} {p.status} to {p.target} after {p.attempts} attempt(s): {p.title[:60]}"
+        )
+        if p.last_error:
+            click.echo(f"      {p.last_error[:140]}")
+    if report.attention:
+        click.secho("needs attention: " + "; ".join(report.attention), fg="red", err=True)
+        sys.exit(1)
+
+
+@main.group()
+def alerts() -> None:
+    """The alert ledger: requeue or acknowledge failed and dead alerts."""
+
+
+@alerts.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@pass_ctx
+def alerts_retry(ctx: Context, ids: tuple[int, ...]) -> None:
+    """Requeue dead or failed alerts (all of them without IDs); the next run sends them."""
+    from scraper.status import retry_alerts
+    from scraper.store import Store
+
+    with user_errors():
+        store = Store.open(ctx.settings.database)
+        try:
+            count = retry_alerts(store, ids, utcnow())
+        finally:
+            store.close()
+    click.echo(f"{count} alert(s) requeued")
+
+
+@alerts.command("ack")
+@click.argument("ids", nargs=-1, type=int)
+@pass_ctx
+def alerts_ack(ctx: Context, ids: tuple[int, ...]) -> None:
+    """Acknowledge dead or failed alerts (all of them without IDs)."""
+    from scraper.status import ack_alerts
+    from scraper.store import Store
+
+    with user_errors():
+        store = Store.open(ctx.settings.database)
+        try:
+            count = ack_alerts(store, ids)
+        finally:
+            store.close()
+    click.echo(f"{count} alert(s) acknowledged")
+
+
+@main.group()
+def notify() -> None:
+    """Notification targets."""
+
+
+@notify.command("test")
+@click.option("--tag", "tags", multiple=True, help="Only targets with this tag (repeatable).")
+@pass_ctx
+def notify_test(ctx: Context, tags: tuple[str, ...]) -> None:
+    """Send one test message to every target (or those with TAG) and report each result."""
+    from scraper.messages import Notification
+    from scraper.notify import Notifier
+
+    with user_errors():
+        settings = ctx.settings
+    if not settings.targets:
+        click.echo("no [[targets]] configured: alerts print to standard output")
+        return
+    notifier = Notifier(settings.targets, timezone=settings.timezone)
+    chosen = notifier.targets_for(list(tags) if tags else None)
+    if not chosen:
+        fail(f"no target has the tag(s) {', '.join(tags)}", 2)
+    message = Notification(
+        "test",
+        "scraper: test message",
+        text=f"This is a test from scraper at {utcnow():%Y-%m-%d %H:%M} UTC. Delivery works.",
+    )
+    failed = 0
+    for target in chosen:
+        result = notifier.send(target, message)
+        if result.ok:
+            click.secho(f"ok      {target.name}  {notifier.redacted(target)}", fg="green")
+        else:
+            failed += 1
+            click.secho(f"FAILED  {target.name}  {result.error}", fg="red")
+    sys.exit(1 if failed else 0)

@@ -20,6 +20,7 @@ group or channel, and a 429's ``retry_after`` pauses the target.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import statistics
@@ -171,7 +172,7 @@ class Deliverer:
         times = sorted(t for t in stamps if t is not None)
         if len(times) < 10:
             return None  # too little history to know what is usual
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         return max(60.0, statistics.median(gaps))
 
     def check_health(self, now: datetime) -> int:
@@ -201,8 +202,7 @@ class Deliverer:
                     if silent > limit:
                         event = (
                             "stale",
-                            f"no new item for {_human(silent)}"
-                            f" (usually one every {_human(gap)})",
+                            f"no new item for {_human(silent)} (usually one every {_human(gap)})",
                         )
             if event is None:
                 continue
@@ -308,8 +308,19 @@ class Deliverer:
             (target, iso(now)),
         ).fetchall()
         return [
-            _Row(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "[]"), r[6], r[7],
-                 json.loads(r[8] or "{}"), r[9], r[10])  # fmt: skip
+            _Row(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                json.loads(r[5] or "[]"),
+                r[6],
+                r[7],
+                json.loads(r[8] or "{}"),
+                r[9],
+                r[10],
+            )
             for r in rows
         ]
 
@@ -345,9 +356,13 @@ class Deliverer:
                     "UPDATE alerts SET status = 'failed', last_error = ?, next_attempt_at = ?"
                     " WHERE id = ?",
                     [
-                        (f'no target named "{name}" in the configuration', iso(now + timedelta(hours=1)), r.id)
+                        (
+                            f'no target named "{name}" in the configuration',
+                            iso(now + timedelta(hours=1)),
+                            r.id,
+                        )
                         for r in rows
-                    ],  # fmt: skip
+                    ],
                 )
             report.deferred += len(rows)
             return
@@ -455,13 +470,21 @@ class Deliverer:
             (item_id,),
         ).fetchone()
         if row is None:
-            return StoryAlert("(item no longer in the archive)", "", None, None,
-                              self._rule_names(rules), (), "", priority=priority)  # fmt: skip
+            return StoryAlert(
+                "(item no longer in the archive)",
+                "",
+                None,
+                None,
+                self._rule_names(rules),
+                (),
+                "",
+                priority=priority,
+            )
         title, url, published, summary, content, source, story_id, source_id = row
         marks = ",".join("?" * len(rules))
         terms: list[str] = []
         for (found,) in self.store.conn.execute(
-            f"SELECT m.terms FROM matches m JOIN items i ON i.id = m.item_id"  # noqa: S608
+            f"SELECT m.terms FROM matches m JOIN items i ON i.id = m.item_id"
             f" WHERE i.story_id = ? AND m.rule IN ({marks}) ORDER BY m.item_id = ? DESC, m.id",
             (story_id, *rules, item_id),
         ):
@@ -499,8 +522,11 @@ class Deliverer:
                 "stale": f"{p.get('source')} has gone quiet",
                 "recovered": f"{p.get('source')} has recovered",
             }
-            return Notification("health", titles.get(str(p.get("event")), "Source health"),
-                                text=str(p.get("detail", "")))  # fmt: skip
+            return Notification(
+                "health",
+                titles.get(str(p.get("event")), "Source health"),
+                text=str(p.get("detail", "")),
+            )
         stories: list[StoryAlert] = []
         notes: list[str] = []
         for row in unit:

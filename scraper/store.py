@@ -619,7 +619,7 @@ class Store:
             chunk = ordered[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for value, story_id, published in self.conn.execute(
-                f"SELECT {column}, max(id), published_at FROM stories"  # noqa: S608 - fixed names
+                f"SELECT {column}, max(id), published_at FROM stories"
                 f" WHERE {column} IN ({marks}) AND first_seen_at >= ? GROUP BY {column}",
                 (*chunk, since),
             ):

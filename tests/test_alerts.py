@@ -18,6 +18,7 @@ from notify_servers import SmtpServer, TelegramServer, WebhookServer, email_part
 from servers import LoopbackServer
 
 from scraper.app import run_once
+from scraper.clock import parse_iso
 from scraper.settings import Settings, load_settings
 
 T0 = datetime(2024, 11, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
@@ -162,11 +163,19 @@ def test_two_different_missile_reports_stay_two_stories(
         alerts={"backlog": True, "max_age": "5d"},
     )
     clock = Clock()
-    one = {"title": "North Korea fires ballistic missile into sea", "link": "https://a/1", "guid": "1"}
+    one = {
+        "title": "North Korea fires ballistic missile into sea",
+        "link": "https://a/1",
+        "guid": "1",
+    }
     publish(http_server, 0, one)
     run_once(settings, clock=clock, sleep=clock.sleep)
     clock.advance(days=2)
-    two = {"title": "North Korea fires ballistic missile into sea", "link": "https://a/2", "guid": "2"}
+    two = {
+        "title": "North Korea fires ballistic missile into sea",
+        "link": "https://a/2",
+        "guid": "2",
+    }
     publish(http_server, 0, one, dict(two, date=clock.now), base=clock.now)
     run_once(settings, clock=clock, sleep=clock.sleep)
     assert len(webhook.bodies) == 2
@@ -200,14 +209,19 @@ def test_a_target_down_for_a_while_gets_each_alert_once(
     tmp_path: Path, http_server: LoopbackServer, webhook: WebhookServer
 ) -> None:
     settings = setup(
-        tmp_path, http_server, [{"name": "hook", "url": webhook.apprise_url()}], alerts={"backlog": True}
+        tmp_path,
+        http_server,
+        [{"name": "hook", "url": webhook.apprise_url()}],
+        alerts={"backlog": True},
     )
     clock = Clock()
     webhook.fail()
     publish(http_server, 0, SEED)
     summary = run_once(settings, clock=clock, sleep=clock.sleep)
     assert summary.alerts_failed == 1
-    (row,) = rows(settings.database, "SELECT status, attempts, next_attempt_at, last_error FROM alerts")
+    (row,) = rows(
+        settings.database, "SELECT status, attempts, next_attempt_at, last_error FROM alerts"
+    )
     assert row[0] == "failed" and row[1] == 1 and row[3]
     assert "s3cret" not in row[3]
     # not due yet: nothing is attempted
@@ -218,6 +232,7 @@ def test_a_target_down_for_a_while_gets_each_alert_once(
         run_once(settings, clock=clock, sleep=clock.sleep)
     attempts, due = rows(settings.database, "SELECT attempts, next_attempt_at FROM alerts")[0]
     assert attempts == 4
+    assert parse_iso(due) - clock.now == timedelta(seconds=240)  # 30 s doubling
     webhook.recover()
     clock.advance(hours=2)
     run_once(settings, clock=clock, sleep=clock.sleep)
@@ -230,7 +245,10 @@ def test_an_alert_failing_for_a_day_becomes_dead(
     tmp_path: Path, http_server: LoopbackServer, webhook: WebhookServer
 ) -> None:
     settings = setup(
-        tmp_path, http_server, [{"name": "hook", "url": webhook.apprise_url()}], alerts={"backlog": True}
+        tmp_path,
+        http_server,
+        [{"name": "hook", "url": webhook.apprise_url()}],
+        alerts={"backlog": True},
     )
     clock = Clock()
     webhook.fail()
@@ -323,8 +341,15 @@ def test_digest_rule_batches_until_its_cron_time(
     clock = Clock(datetime(2024, 11, 1, 3, 0, tzinfo=UTC))  # 12:00 in Tokyo
     for i in range(3):
         item = {"title": f"North Korea update {i}", "link": f"https://a/{i}", "guid": str(i)}
-        publish(http_server, 0, *[{"title": f"North Korea update {j}", "link": f"https://a/{j}",
-                                   "guid": str(j)} for j in range(i + 1)], base=clock.now)  # fmt: skip
+        publish(
+            http_server,
+            0,
+            *[
+                {"title": f"North Korea update {j}", "link": f"https://a/{j}", "guid": str(j)}
+                for j in range(i + 1)
+            ],
+            base=clock.now,
+        )
         run_once(settings, clock=clock, sleep=clock.sleep)
         del item
         clock.advance(hours=4)
@@ -346,8 +371,10 @@ def test_rate_limit_holds_the_rest_and_folds_them_into_one_summary(
         alerts={"backlog": True, "rate_limit": "2/h"},
     )
     clock = Clock()
-    many = [{"title": f"Pyongyang report number {i}", "link": f"https://a/{i}", "guid": str(i)}
-            for i in range(5)]  # fmt: skip
+    many = [
+        {"title": f"Pyongyang report number {i}", "link": f"https://a/{i}", "guid": str(i)}
+        for i in range(5)
+    ]
     publish(http_server, 0, *many)
     summary = run_once(settings, clock=clock, sleep=clock.sleep)
     assert len(webhook.bodies) == 2 and summary.alerts_held == 3
@@ -373,8 +400,10 @@ def test_telegram_pacing_and_429(
         alerts={"backlog": True},
     )
     clock = Clock()
-    many = [{"title": f"Pyongyang report number {i}", "link": f"https://a/{i}", "guid": str(i)}
-            for i in range(25)]  # fmt: skip
+    many = [
+        {"title": f"Pyongyang report number {i}", "link": f"https://a/{i}", "guid": str(i)}
+        for i in range(25)
+    ]
     publish(http_server, 0, *many)
     telegram.throttle(1, retry_after=7)
     start = clock.now
@@ -423,8 +452,15 @@ def test_health_stale_source(
 ) -> None:
     settings = setup(tmp_path, http_server, [{"name": "ops", "url": webhook.apprise_url()}])
     clock = Clock()
-    hourly = [{"title": f"Hourly bulletin {i}", "link": f"https://a/h{i}", "guid": f"h{i}",
-               "date": clock.now - timedelta(hours=i)} for i in range(10)]  # fmt: skip
+    hourly = [
+        {
+            "title": f"Hourly bulletin {i}",
+            "link": f"https://a/h{i}",
+            "guid": f"h{i}",
+            "date": clock.now - timedelta(hours=i),
+        }
+        for i in range(10)
+    ]
     publish(http_server, 0, *hourly)
     run_once(settings, clock=clock, sleep=clock.sleep)
     clock.advance(hours=3)
@@ -434,8 +470,13 @@ def test_health_stale_source(
     run_once(settings, clock=clock, sleep=clock.sleep)
     assert [b["title"] for b in webhook.bodies] == ["Source 0 has gone quiet"]
     clock.advance(hours=1)
-    publish(http_server, 0, *hourly, {"title": "Hourly bulletin again", "link": "https://a/n",
-            "guid": "n", "date": clock.now}, base=clock.now)  # fmt: skip
+    publish(
+        http_server,
+        0,
+        *hourly,
+        {"title": "Hourly bulletin again", "link": "https://a/n", "guid": "n", "date": clock.now},
+        base=clock.now,
+    )
     run_once(settings, clock=clock, sleep=clock.sleep)
     assert [b["title"] for b in webhook.bodies][-1] == "Source 0 has recovered"
 
