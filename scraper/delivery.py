@@ -179,11 +179,11 @@ class Deliverer:
         """Queue failing / stale / recovered alerts; returns how many events were raised."""
         rows = self.store.conn.execute(
             "SELECT id, name, consecutive_failures, health_state, health_since, last_item_at,"
-            " last_success_at, last_error, last_status FROM sources WHERE enabled = 1"
+            " first_success_at, last_error, last_status FROM sources WHERE enabled = 1"
         ).fetchall()
         events = 0
         threshold = self.policy.health.failures
-        for sid, name, failures, state, since, last_item, last_ok, error, status in rows:
+        for sid, name, failures, state, since, last_item, first_ok, error, status in rows:
             state = state or "ok"
             event: tuple[str, str] | None = None
             if state != "failing" and failures >= threshold:
@@ -192,13 +192,15 @@ class Deliverer:
                 event = ("recovered", "polls succeed again")
             elif state == "stale" and last_item and since and last_item > since:
                 event = ("recovered", "new items again")
-            elif state == "ok" and last_item and last_ok and failures == 0:
+            elif state == "ok" and last_item and first_ok and failures == 0:
                 gap = self.usual_gap(sid)
                 source = self.sources.get(name)
                 interval = source.interval if source else 0.0
                 if gap is not None:
                     limit = STALE_FACTOR * max(gap, interval)
-                    silent = (now - parse_iso(last_item)).total_seconds()  # type: ignore[operator]
+                    # silent since its last item, or since we started watching it
+                    since_seen = max(parse_iso(last_item), parse_iso(first_ok))  # type: ignore[type-var]
+                    silent = (now - since_seen).total_seconds()
                     if silent > limit:
                         event = (
                             "stale",

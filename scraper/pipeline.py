@@ -315,10 +315,18 @@ class Pipeline:
             for entry in stored:
                 if entry.is_new or entry.title_changed:
                     found = self.match(source, entry.item)
-                    if found or not entry.is_new:
+                    if not entry.is_new:  # an edit: refresh what it matched
                         store.record_matches(entry.id, found, now)
                     if found:
                         matches[entry.id] = found
+            store.insert_matches(
+                [
+                    (entry.id, matches[entry.id])
+                    for entry in stored
+                    if entry.is_new and entry.id in matches
+                ],
+                now,
+            )
         items_new = sum(1 for s in stored if s.is_new)
         items_updated = len(stored) - items_new
 
@@ -459,9 +467,13 @@ class Pipeline:
         indexed = time.monotonic()
         # Workers hand finished polls over a queue, so each result is written and dropped
         # at once (holding 1,000 parsed polls until the end would cost ~150 MB).
+        # At most ``2 * workers`` polls wait for the writer: when it falls behind, fetching
+        # pauses instead of piling parsed documents up in memory.
         done: queue.Queue[Polled] = queue.Queue()
+        backlog = threading.BoundedSemaphore(2 * max(1, workers))
 
         def work(source: Source, state: SourceState) -> None:
+            backlog.acquire()
             done.put(self.poll(source, state, conditional=not dry_run))
 
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="poll") as pool:
@@ -490,6 +502,7 @@ class Pipeline:
                     assert store is not None
                     outcome = self.write(store, polled)
                 del polled
+                backlog.release()
                 outcomes.append(outcome)
                 if progress is not None:
                     progress(outcome)

@@ -675,6 +675,25 @@ class Store:
         )
         return result
 
+    def insert_matches(self, found: Sequence[tuple[int, Sequence[Match]]], now: datetime) -> None:
+        """Write the matches of new items (which have none yet) in one statement."""
+        stamp = iso(now)
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO matches (item_id, rule, fields, terms, matched_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    item_id,
+                    m.rule,
+                    json.dumps(list(m.fields)),
+                    json.dumps(list(m.terms), ensure_ascii=False),
+                    stamp,
+                )
+                for item_id, matches in found
+                for m in matches
+            ],
+        )
+
     def record_matches(self, item_id: int, matches: Sequence[Match], now: datetime) -> None:
         """Write (or refresh) the matches of an item; rules that no longer match are removed."""
         marks = ",".join("?" * len(matches))
