@@ -128,6 +128,7 @@ def run_once(
             ) as fetcher,
             ParserPool(workers=workers, timeout=settings.parse_timeout) as parser,
         ):
+            parser.set_rules(rules.ruleset.rules, dict(rules.ruleset.aliases))  # match in workers
             pipeline = Pipeline(
                 fetcher=fetcher,
                 parser=parser,

@@ -1,10 +1,15 @@
-"""Parsing in worker processes, with a time limit per document.
+"""Parsing (and matching) in worker processes, with a time limit per document.
 
 A parser holds the GIL (lxml, regexes), so a pathological document would stall every fetch
 thread and no thread-based timeout could stop it. ``ParserPool`` keeps a few persistent worker
 processes (started with forkserver, or spawn where forkserver is missing: both are safe in a
 threaded program, unlike fork), hands each document to an idle one, and kills and replaces a
 worker that overruns its time limit or dies. ``parse`` never raises.
+
+Given the rules (:meth:`ParserPool.set_rules`), the workers also match every parsed item and
+return the matches with the items (``ParsedFeed.matches``): matching then runs on the workers'
+cores instead of the writer's. Each worker compiles the rules once per version; a new version
+travels with the next document a worker gets.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, ClassVar
 
-from scraper.models import HtmlSelectors, ParsedFeed
+from scraper.models import HtmlSelectors, Match, ParsedFeed, Rule
 
 __all__ = ["ParserPool"]
 
@@ -30,7 +35,38 @@ __all__ = ["ParserPool"]
 TEST_HANG = "x-scraper-test/hang"
 TEST_CRASH = "x-scraper-test/crash"
 
-_Request = tuple[bytes, str, str | None, HtmlSelectors | None]
+RulesPayload = tuple[tuple[Rule, ...], dict[str, tuple[str, ...]]]
+# body, url, content_type, selectors, (source name, source tags), rules version, rules payload
+_Request = tuple[
+    bytes,
+    str,
+    str | None,
+    HtmlSelectors | None,
+    tuple[str, tuple[str, ...]] | None,
+    int,
+    RulesPayload | None,
+]
+
+
+def _match_all(matcher: Any, parsed: ParsedFeed, source: tuple[str, tuple[str, ...]]) -> ParsedFeed:
+    name, tags = source
+    found: list[tuple[Match, ...]] = []
+    for item in parsed.items:
+        fields = {
+            "title": item.title,
+            "summary": item.summary,
+            "content": item.content,
+            "author": item.author,
+        }
+        found.append(tuple(matcher.match(fields, source=name, source_tags=tags)))
+    return ParsedFeed(
+        items=parsed.items,
+        title=parsed.title,
+        format=parsed.format,
+        error=parsed.error,
+        feed_url=parsed.feed_url,
+        matches=tuple(found),
+    )
 
 
 def _worker_main(conn: Connection, test_hooks: bool) -> None:
@@ -38,6 +74,7 @@ def _worker_main(conn: Connection, test_hooks: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     from scraper.parse import parse_document
 
+    matcher: Any = None
     while True:
         try:
             request: _Request | None = conn.recv()
@@ -45,13 +82,19 @@ def _worker_main(conn: Connection, test_hooks: bool) -> None:
             return
         if request is None:
             return
-        body, url, content_type, selectors = request
+        body, url, content_type, selectors, source, _version, rules = request
+        if rules is not None:
+            from scraper.rules import Matcher
+
+            matcher = Matcher.compile(rules[0], rules[1])
         if test_hooks and content_type == TEST_HANG:
             while True:
                 time.sleep(3600)
         if test_hooks and content_type == TEST_CRASH:
             os._exit(3)
         result = parse_document(body, url=url, content_type=content_type, selectors=selectors)
+        if matcher is not None and source is not None and result.items:
+            result = _match_all(matcher, result, source)
         try:
             conn.send(result)
         except (EOFError, OSError):
@@ -59,11 +102,12 @@ def _worker_main(conn: Connection, test_hooks: bool) -> None:
 
 
 class _Worker:
-    __slots__ = ("conn", "process")
+    __slots__ = ("conn", "process", "rules_version")
 
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        self.rules_version = 0  # the rules it has compiled (0: none)
 
 
 class ParserPool:
@@ -91,6 +135,14 @@ class ParserPool:
         self._size = workers
         self._closed = False
         self._lock = threading.Lock()
+        self._rules: RulesPayload | None = None
+        self._rules_version = 0
+
+    def set_rules(self, rules: tuple[Rule, ...], aliases: dict[str, tuple[str, ...]]) -> None:
+        """Have the workers match every parsed item against these rules from now on."""
+        with self._lock:
+            self._rules = (tuple(rules), dict(aliases))
+            self._rules_version += 1
 
     def __enter__(self) -> ParserPool:
         return self
@@ -134,24 +186,33 @@ class ParserPool:
         url: str,
         content_type: str | None = None,
         selectors: HtmlSelectors | None = None,
+        source: tuple[str, tuple[str, ...]] | None = None,
     ) -> ParsedFeed:
-        """Parse one document in a worker; a timeout or a crash becomes an error ParsedFeed."""
+        """Parse one document in a worker; a timeout or a crash becomes an error ParsedFeed.
+        With rules set and ``source`` given (name, tags), the items come back matched."""
         if self._closed:
             return ParsedFeed(items=(), error="parser pool is closed")
         worker = self._idle.get()
         try:
             if self._closed:
                 return ParsedFeed(items=(), error="parser pool is closed")
-            request: _Request = (body, url, content_type, selectors)
+            with self._lock:
+                version, rules = self._rules_version, self._rules
+
+            def request(w: _Worker) -> _Request:
+                payload = rules if w.rules_version != version else None
+                w.rules_version = version
+                return (body, url, content_type, selectors, source, version, payload)
+
             try:
                 if worker is None:
                     worker = self._start()
                 try:
-                    worker.conn.send(request)
+                    worker.conn.send(request(worker))
                 except (OSError, ValueError):  # it died while idle: one fresh try
                     self._stop(worker, kill=True)
                     worker = self._start()
-                    worker.conn.send(request)
+                    worker.conn.send(request(worker))
             except Exception as exc:  # cannot start a process or pickle the request
                 if worker is not None:
                     self._stop(worker, kill=True)

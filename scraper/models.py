@@ -88,6 +88,7 @@ class ParsedFeed:
     format: str | None = None  # rss, atom, rdf, json, html
     error: str | None = None
     feed_url: str | None = None  # an autodiscovered feed (<link rel="alternate">) to use instead
+    matches: tuple[tuple[Match, ...], ...] | None = None  # per item, when matched by the parser
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from scraper.clock import Clock, iso, parse_iso, utcnow
 from scraper.fetch import Fetcher, backoff_delay
@@ -35,7 +35,8 @@ class Parser(Protocol):
         *,
         url: str,
         content_type: str | None = None,
-        selectors: object | None = None,
+        selectors: Any = None,
+        source: tuple[str, tuple[str, ...]] | None = None,
     ) -> ParsedFeed: ...
 
 
@@ -200,11 +201,13 @@ class Pipeline:
         if conditional and digest == state.body_hash:
             polled.unchanged = True
             return
+        who = (source.name, source.tags)
         parsed = self.parser.parse(
             result.body,
             url=result.final_url,
             content_type=result.content_type,
             selectors=source.selectors if source.kind == "html" else None,
+            source=who,
         )
         if parsed.feed_url and source.kind == "feed" and not state.feed_url:
             # An HTML page that names its feed: use the feed, now and from now on.
@@ -216,7 +219,7 @@ class Pipeline:
                 return
             polled.new_body_hash = body_hash(result.body)
             parsed = self.parser.parse(
-                result.body, url=result.final_url, content_type=result.content_type
+                result.body, url=result.final_url, content_type=result.content_type, source=who
             )
             if parsed.feed_url:
                 parsed = replace(parsed, feed_url=None, error="feed link leads to another page")
@@ -312,9 +315,18 @@ class Pipeline:
                 story_window=self.story_window,
                 canonical=canonical_url,
             )
+            premade = (
+                {item.key: list(m) for item, m in zip(parsed.items, parsed.matches, strict=True)}
+                if parsed.matches is not None
+                else None
+            )
             for entry in stored:
                 if entry.is_new or entry.title_changed:
-                    found = self.match(source, entry.item)
+                    found = (
+                        premade.get(entry.item.key, [])
+                        if premade is not None
+                        else self.match(source, entry.item)
+                    )
                     if not entry.is_new:  # an edit: refresh what it matched
                         store.record_matches(entry.id, found, now)
                     if found:

@@ -98,3 +98,24 @@ def test_closed_pool_returns_an_error() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ParserPool(workers=0)
+
+
+def test_workers_match_with_the_rules_they_were_given() -> None:
+    from scraper.models import Rule
+
+    feed = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        b"<item><title>Japan and EU sign defense pact</title><guid>1</guid></item>"
+        b"<item><title>Weather</title><guid>2</guid></item></channel></rss>"
+    )
+    with ParserPool(workers=1, timeout=10) as pool:
+        plain = pool.parse(feed, url="http://x/", source=("Wire", ("japan",)))
+        assert plain.matches is None  # no rules given: nothing matched
+        pool.set_rules((Rule(id="japan", name="Japan", query="Japan"),), {})
+        first = pool.parse(feed, url="http://x/", source=("Wire", ("japan",)))
+        assert first.matches is not None
+        assert [[m.rule for m in found] for found in first.matches] == [["japan"], []]
+        assert first.matches[0][0].terms == ("Japan",)
+        pool.set_rules((Rule(id="weather", name="Weather", query="weather"),), {})
+        second = pool.parse(feed, url="http://x/", source=("Wire", ()))
+        assert [[m.rule for m in found] for found in second.matches or ()] == [[], ["weather"]]
