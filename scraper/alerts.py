@@ -66,7 +66,25 @@ class AlertPolicy:
         return [t for t in self.targets if wanted.intersection(t.tags)]
 
     def health_targets(self) -> list[Target]:
-        return self.targets_for(self.health.notify or None)
+        """The targets with a [health] notify tag; every target when none has one (a health
+        alert is never dropped for want of a tag: `scraper check` warns about it)."""
+        return self.targets_for(self.health.notify or None) or self.targets_for(None)
+
+    def routing_problems(self) -> list[str]:
+        """Rules and [health] tags that reach no target (their alerts would go nowhere)."""
+        if not self.targets:
+            return []
+        problems = [
+            f"rule {rule.id}: notify {list(rule.notify)} matches no target's tags"
+            for rule in self.rules.values()
+            if rule.notify and not self.targets_for(list(rule.notify))
+        ]
+        if self.health.notify and not self.targets_for(list(self.health.notify)):
+            problems.append(
+                f"[health] notify {list(self.health.notify)} matches no target's tags:"
+                " health alerts go to every target"
+            )
+        return problems
 
     def in_quiet_hours(self, now: datetime) -> bool:
         return in_quiet_hours(self.alerts.quiet_hours, now.astimezone(self.timezone).time())

@@ -232,15 +232,16 @@ def check(ctx: Context) -> None:
     for error in ruleset.errors:
         click.echo(str(error), err=True)
     problems = len(ruleset.errors)
-    try:
-        from scraper.notify import check_targets
-    except ImportError:  # pragma: no cover - targets arrive with the alerts layer
-        target_errors: list[str] = []
-    else:
-        target_errors = check_targets(settings)
+    from scraper.notify import check_targets
+
+    target_errors = check_targets(settings)
     for message in target_errors:
         click.echo(message, err=True)
     problems += len(target_errors)
+    from scraper.app import alert_policy
+
+    for warning in alert_policy(settings, ruleset).routing_problems():
+        click.echo(f"warning: {warning}", err=True)
     if problems:
         click.secho(f"{problems} problem(s) found", fg="red", err=True)
         sys.exit(2)
@@ -294,7 +295,8 @@ def rules_test(ctx: Context, rule_or_query: str, force_query: bool, since: str, 
         ruleset = load_rules(settings.rules)
         store = Store.open(settings.database, readonly=True)
         try:
-            result = backtest(
+            result = _backtest_or_explain(
+                backtest,
                 store.conn,
                 rule_or_query,
                 rules=ruleset,
@@ -305,6 +307,18 @@ def rules_test(ctx: Context, rule_or_query: str, force_query: bool, since: str, 
         finally:
             store.close()
     print_backtest(result, since)
+
+
+def _backtest_or_explain(backtest: Any, conn: Any, text: str, **kw: Any) -> Any:
+    """Run the back-test; a query that does not parse is shown with a caret under the column."""
+    try:
+        return backtest(conn, text, **kw)
+    except RuleError as exc:
+        if exc.file is None and exc.col is not None:
+            click.echo(f"  {text}", err=True)
+            click.echo("  " + " " * (exc.col - 1) + "^", err=True)
+            fail(f"query, column {exc.col}: {exc.message}", 2)
+        raise
 
 
 def print_backtest(result: Any, since: str) -> None:
@@ -355,15 +369,21 @@ def sources_list(ctx: Context) -> None:
 @pass_ctx
 def sources_import(ctx: Context, opml_file: str) -> None:
     """Append the feeds of an OPML file to scraper.toml, keeping its comments."""
-    from scraper.opml import append_sources_to_config, import_opml
+    from scraper.opml import append_sources_to_config, parse_opml
 
     with user_errors():
         settings = ctx.settings
-        text = Path(opml_file).read_text(encoding="utf-8", errors="replace")
-        found = import_opml(text)
-        added, skipped = append_sources_to_config(settings.path, found)
+        found = parse_opml(Path(opml_file).read_bytes(), file=opml_file)
+        added, skipped = append_sources_to_config(settings.path, list(found.sources))
         load_settings(settings.path, os.environ)
-    click.echo(f"{len(added)} source(s) added, {len(skipped)} already present")
+    for source in added:
+        click.echo(f"added: {source.name}  {source.url}")
+    for line in found.skipped:
+        click.echo(f"left out: {line}")
+    click.echo(
+        f"{len(added)} source(s) added, {len(skipped)} already present"
+        + (f", {len(found.skipped)} outline(s) left out" if found.skipped else "")
+    )
 
 
 @sources.command("export")
