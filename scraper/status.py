@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from scraper.clock import iso, parse_iso
 from scraper.settings import Settings
@@ -126,15 +126,19 @@ def ack_alerts(store: Store, ids: Sequence[int]) -> int:
 
 
 def human_age(then: datetime | None, now: datetime) -> str:
+    """"5m ago", "in 2h", "never"."""
     if then is None:
         return "never"
     seconds = (now - then).total_seconds()
-    if seconds < 0:
-        return "in " + human_age(now, now + timedelta(seconds=-seconds))
+    text = _span(abs(seconds))
+    return f"{text} ago" if seconds >= 0 else f"in {text}"
+
+
+def _span(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:.0f}s ago"
+        return f"{seconds:.0f}s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
+        return f"{seconds / 60:.0f}m"
     if seconds < 172800:
-        return f"{seconds / 3600:.0f}h ago"
-    return f"{seconds / 86400:.0f}d ago"
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"

@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlite_utils
 
+from scraper import search
 from scraper.clock import iso, parse_iso
 from scraper.errors import StoreError
 from scraper.models import Item, Match, Source
@@ -352,6 +353,7 @@ class Store:
             f" VALUES ('delete', old.id, {old_values});"
             f" INSERT INTO items_fts (rowid, {columns}) VALUES (new.id, {new_values}); END"
         )
+        search.apply_schema(conn)  # items_search: the CJK-aware index (scraper/search.py)
 
     def index_fts(self) -> int:
         """Index the items added since the last call (in its own transaction); returns how
@@ -359,6 +361,7 @@ class Store:
         archive, so a crash never leaves rows unindexed for long."""
         columns = ", ".join(f"[{c}]" for c in FTS_COLUMNS)
         with self.transaction():
+            search.index_pending(self.conn)  # items_search follows the same way
             upto = self.conn.execute("SELECT indexed_upto FROM fts_state WHERE id = 1").fetchone()
             top = self.conn.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0]
             if top <= upto[0]:

@@ -9,6 +9,10 @@
         hook.fail(2)                           # the next two requests get HTTP 500
         hook.fail()                            # ...or every request until hook.recover()
         hook.bodies[-1]["message"]             # the JSON bodies received, in order
+        hook.slow(0.05)                        # hold each answer 50 ms after the body arrived
+        hook.hold(gate)                        # ...or until a threading.Event is set
+        hook.wait_for(3, timeout=5)            # block until three posts were received
+        hook.drain()                           # every connection made so far is handled
 
     with TelegramServer() as tg:               # a stand-in Bot API: /bot<token>/<method>
         tg.throttle(1, retry_after=7)          # the next sendMessage gets 429 retry_after=7
@@ -33,7 +37,9 @@ import html
 import json
 import re
 import socket
+import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -152,6 +158,11 @@ class _HttpServer(HTTPServer):
     allow_reuse_address = True
     owner: _LoopbackHttp
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the sender went away before our answer (killed, timed out): expected
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
@@ -230,16 +241,25 @@ class Hook:
     path: str
     headers: dict[str, str]
     body: Any  # the parsed JSON (or the raw text when it was not JSON)
+    at: float = 0.0  # time.monotonic() when the whole body had arrived (before any delay)
 
 
 class WebhookServer(_LoopbackHttp):
-    """Receives Apprise ``json://`` posts; can be told to fail with HTTP 500."""
+    """Receives Apprise ``json://`` posts; can be told to fail with HTTP 500, and to hold each
+    answer (``delay`` seconds, or until a ``gate`` event is set) after the body has arrived and
+    been recorded: the window in which a sender that dies has delivered but not heard so."""
 
-    def __init__(self) -> None:
+    DRAIN_PATH = "/_drain"  # answered at once and not recorded: see drain()
+
+    def __init__(self, *, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         super().__init__()
         self.received: list[Hook] = []
         self.failed = 0  # requests answered 500 so far
         self._fail_next: int | None = 0  # None: fail until recover()
+        self._delay = delay
+        self._gate = gate
+        self._arrived = threading.Condition(self.lock)
+        self._stopping = threading.Event()
 
     def apprise_url(self, path: str = "/hook", user: str = "", password: str = "") -> str:
         auth = f"{user}:{password}@" if user or password else ""
@@ -254,12 +274,45 @@ class WebhookServer(_LoopbackHttp):
         with self.lock:
             self._fail_next = 0
 
+    def slow(self, delay: float) -> None:
+        """Hold each later answer ``delay`` seconds after recording its body (0: answer at once)."""
+        with self.lock:
+            self._delay = delay
+
+    def hold(self, gate: threading.Event | None) -> None:
+        """Answer later requests only once ``gate`` is set (None: no gate)."""
+        with self.lock:
+            self._gate = gate
+
     @property
     def bodies(self) -> list[Any]:
         with self.lock:
             return [h.body for h in self.received]
 
+    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until ``count`` requests have been recorded (no polling); False on timeout."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.received) >= count, timeout)
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Return once every connection made before this call has been handled (recorded or
+        dropped). The server handles connections one at a time in arrival order, so a request
+        of its own, queued behind them, is answered last; it is not recorded or held."""
+        with socket.create_connection((LOOPBACK, self.port), timeout=timeout) as sock:
+            sock.sendall(
+                f"GET {self.DRAIN_PATH} HTTP/1.1\r\nHost: {LOOPBACK}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            while sock.recv(4096):
+                pass
+
+    def stop(self) -> None:
+        self._stopping.set()  # release a held answer
+        super().stop()
+
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+        if path == self.DRAIN_PATH:
+            return 200, {"ok": True}
         with self.lock:
             if self._fail_next is None or self._fail_next > 0:
                 if self._fail_next is not None:
@@ -271,8 +324,17 @@ class WebhookServer(_LoopbackHttp):
                 parsed: Any = json.loads(text)
             except ValueError:
                 parsed = text
-            self.received.append(Hook(path, {k.lower(): v for k, v in headers.items()}, parsed))
-            return 200, {"ok": True}
+            headers = {k.lower(): v for k, v in headers.items()}
+            self.received.append(Hook(path, headers, parsed, time.monotonic()))
+            self._arrived.notify_all()
+            delay, gate = self._delay, self._gate
+        if gate is not None:
+            while not gate.wait(0.05):  # also notice stop() promptly
+                if self._stopping.is_set():
+                    break
+        if delay:
+            self._stopping.wait(delay)
+        return 200, {"ok": True}
 
 
 # --- Telegram ----------------------------------------------------------------------------------
