@@ -37,6 +37,13 @@ class Source:
     jitter: float = 0.10  # fraction of the interval
     enabled: bool = True
     selectors: HtmlSelectors | None = None
+    # The URL as written when it holds ${VAR}s (a key in a query string, say): what the
+    # database and the logs show instead of ``url``, which has them expanded.
+    display_url: str | None = None
+
+    @property
+    def shown_url(self) -> str:
+        return self.display_url or self.url
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,14 +48,14 @@ def export_opml(
     for source in sources:
         attrs = {"text": source.name, "title": source.name}
         if source.kind == "html":
-            attrs |= {"type": "link", "url": source.url, "htmlUrl": source.url}
+            attrs |= {"type": "link", "url": source.shown_url, "htmlUrl": source.shown_url}
             attrs["scraper:kind"] = "html"
             for key in SELECTOR_KEYS:
                 value = getattr(source.selectors, key, None)
                 if value is not None:
                     attrs[f"scraper:{key}"] = value
         else:
-            attrs |= {"type": "rss", "xmlUrl": source.url}
+            attrs |= {"type": "rss", "xmlUrl": source.shown_url}
         if source.tags:
             attrs["category"] = ",".join(source.tags)
         if not source.enabled:

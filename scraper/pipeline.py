@@ -250,7 +250,7 @@ class Pipeline:
             with store.transaction():
                 store.record_fetch(
                     polled.state.id,
-                    url=polled.source.url,
+                    url=polled.source.shown_url,
                     started_at=polled.started_at,
                     duration_ms=0,
                     status="store",
@@ -350,7 +350,7 @@ class Pipeline:
                 row_error = parsed.error if failed else f"recovered from: {parsed.error}"
             store.record_fetch(
                 state.id,
-                url=result.final_url or result.url,
+                url=source.display_url or result.final_url or result.url,
                 started_at=polled.started_at,
                 duration_ms=result.duration_ms,
                 status=row_status,
@@ -362,7 +362,7 @@ class Pipeline:
         if polled.error and not polled.fetches:
             store.record_fetch(
                 state.id,
-                url=source.url,
+                url=source.shown_url,
                 started_at=polled.started_at,
                 duration_ms=0,
                 status="error",

@@ -9,6 +9,7 @@ passed in (``$${VAR}`` is a literal ``${VAR}``); this module never reads ``os.en
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -676,6 +677,10 @@ def load_settings(path: str | Path, environ: Mapping[str, str]) -> Settings:
         reader.source(raw_source, i, tables["defaults"])
         for i, raw_source in enumerate(reader.array(data, "sources"))
     ]
+    for i, source in enumerate(sources):  # a URL with ${VAR}s is shown as written
+        written = data["sources"][i].get("url") if isinstance(data, dict) else None
+        if isinstance(written, str) and written != source.url:
+            sources[i] = dataclasses.replace(source, display_url=written)
     reader.unique([s.name for s in sources], "sources")
 
     targets = []

@@ -426,15 +426,16 @@ class Store:
             for source in sources:
                 names.add(source.name)
                 tags = json.dumps(list(source.tags), ensure_ascii=False)
+                url = source.shown_url  # never a secret expanded from ${VAR}
                 if source.name not in known:
                     self.conn.execute(
                         "INSERT INTO sources (name, url, kind, tags, enabled, consecutive_failures,"
                         " created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-                        (source.name, source.url, source.kind, tags, int(source.enabled), iso(now)),
+                        (source.name, url, source.kind, tags, int(source.enabled), iso(now)),
                     )
                     continue
-                url, kind = known[source.name]
-                if url != source.url or kind != source.kind:
+                old_url, kind = known[source.name]
+                if old_url != url or kind != source.kind:
                     self.conn.execute(
                         "UPDATE sources SET etag = NULL, last_modified = NULL, body_hash = NULL,"
                         " feed_url = NULL WHERE name = ?",
@@ -442,7 +443,7 @@ class Store:
                     )
                 self.conn.execute(
                     "UPDATE sources SET url = ?, kind = ?, tags = ?, enabled = ? WHERE name = ?",
-                    (source.url, source.kind, tags, int(source.enabled), source.name),
+                    (url, source.kind, tags, int(source.enabled), source.name),
                 )
             for name in set(known) - names:
                 self.conn.execute("UPDATE sources SET enabled = 0 WHERE name = ?", (name,))

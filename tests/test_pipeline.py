@@ -295,3 +295,20 @@ def test_the_whole_corpus_in_one_pass(tmp_path: Path, corpus_server: LoopbackSer
     assert second.items_new == 0
     recorded = rows(settings.database, "SELECT count(*) FROM fetches")[0][0]
     assert recorded >= 2 * len(files)
+
+
+def test_a_secret_in_a_source_url_never_reaches_the_database(
+    tmp_path: Path, http_server: LoopbackServer
+) -> None:
+    http_server.route("/feed.xml", rss([SEED]), content_type="application/rss+xml")
+    written = http_server.url("/feed.xml") + "?key=${FEED_KEY}"
+    config = write_config(tmp_path, [{"name": "Paid", "url": written}])
+    settings = load_settings(config, {"FEED_KEY": "s3cret-feed-key"})
+    assert run_once(settings, clock=Clock()).items_new == 1
+    assert http_server.requests[-1].path.endswith("key=s3cret-feed-key")  # used to fetch
+    db = settings.database
+    assert rows(db, "SELECT url FROM sources") == [(written,)]
+    assert rows(db, "SELECT DISTINCT url FROM fetches") == [(written,)]
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert b"s3cret-feed-key" not in path.read_bytes()
