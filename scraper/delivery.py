@@ -199,8 +199,8 @@ class Deliverer:
                 if gap is not None:
                     limit = STALE_FACTOR * max(gap, interval)
                     # silent since its last item, or since we started watching it
-                    since_seen = max(parse_iso(last_item), parse_iso(first_ok))  # type: ignore[type-var]
-                    silent = (now - since_seen).total_seconds()
+                    seen = [t for t in (parse_iso(last_item), parse_iso(first_ok)) if t]
+                    silent = (now - max(seen)).total_seconds() if seen else 0.0
                     if silent > limit:
                         event = (
                             "stale",
