@@ -296,6 +296,8 @@ class AlertQueue:
     def _join_story(self, store: Store, entry: StoredItem, now: datetime) -> int:
         """Join the item to a recent alerted story with a near-duplicate title, if any
         (the store already joined identical URLs and titles)."""
+        if not entry.is_new:
+            return entry.story_id  # an edited item keeps its story: alert rows point at it
         window = iso(now - timedelta(seconds=self.policy.alerts.story_window))
         own = TitleKey.of(entry.item.title)
         if not own.norm:
@@ -326,8 +328,9 @@ class AlertQueue:
                 )
                 store.conn.execute(
                     "DELETE FROM stories WHERE id = ? AND NOT EXISTS"
-                    " (SELECT 1 FROM items WHERE story_id = ?)",
-                    (entry.story_id, entry.story_id),
+                    " (SELECT 1 FROM items WHERE story_id = ?) AND NOT EXISTS"
+                    " (SELECT 1 FROM alerts WHERE story_id = ?)",
+                    (entry.story_id, entry.story_id, entry.story_id),
                 )
                 store.conn.execute(
                     "UPDATE stories SET last_seen_at = ? WHERE id = ?", (iso(now), story_id)

@@ -255,6 +255,7 @@ class WebhookServer(_LoopbackHttp):
         super().__init__()
         self.received: list[Hook] = []
         self.failed = 0  # requests answered 500 so far
+        self.incomplete = 0  # requests whose body ended early (not recorded)
         self._fail_next: int | None = 0  # None: fail until recover()
         self._delay = delay
         self._gate = gate
@@ -313,6 +314,10 @@ class WebhookServer(_LoopbackHttp):
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any]:
         if path == self.DRAIN_PATH:
             return 200, {"ok": True}
+        if len(body) < int(headers.get("Content-Length") or 0):
+            with self.lock:  # the sender died mid-request: nothing was received
+                self.incomplete += 1
+            return 400, {"error": "incomplete body"}
         with self.lock:
             if self._fail_next is None or self._fail_next > 0:
                 if self._fail_next is not None:

@@ -492,3 +492,31 @@ def test_no_targets_prints_alerts_to_stdout(
     assert SEED["title"] in out and "Japan–EU defense partnership" in out
     assert rows(settings.database, "SELECT target, status FROM alerts") == [("stdout", "sent")]
     assert json.loads(rows(settings.database, "SELECT rules FROM alerts")[0][0])
+
+
+def test_an_edit_into_a_near_duplicate_title_does_not_jam_the_source(
+    tmp_path: Path, http_server: LoopbackServer, webhook: WebhookServer
+) -> None:
+    settings = setup(
+        tmp_path,
+        http_server,
+        [{"name": "hook", "url": webhook.apprise_url()}],
+        alerts={"backlog": True},
+    )
+    clock = Clock()
+    a = {
+        "title": "North Korea fires ballistic missile into the East Sea",
+        "link": "https://a/a",
+        "guid": "a",
+    }
+    b = {"title": "Pyongyang holds a military parade downtown", "link": "https://a/b", "guid": "b"}
+    publish(http_server, 0, a, b)
+    run_once(settings, clock=clock, sleep=clock.sleep)
+    assert len(webhook.bodies) == 2
+    clock.advance(minutes=10)
+    edited = dict(b, title="North Korea fires ballistic missile into East Sea")
+    c = {"title": "DPRK envoy arrives in Moscow", "link": "https://a/c", "guid": "c"}
+    publish(http_server, 0, a, edited, dict(c, date=clock.now), base=clock.now)
+    summary = run_once(settings, clock=clock, sleep=clock.sleep)
+    assert summary.failed == [] and summary.items_new == 1
+    assert "DPRK envoy" in webhook.bodies[-1]["title"]
