@@ -63,15 +63,16 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
+LOG_FORMATS = ("auto", "text", "kv", "json")
+
+
+def setup_logging(verbose: int, quiet: bool, log_format: str = "auto") -> None:
+    """Log lines go to standard error: ``text`` for a terminal, ``kv`` (key=value) or ``json``
+    for a log collector; ``auto`` picks text on a terminal and kv otherwise."""
+    from scraper.logs import configure
+
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    configure(level, log_format)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,11 +85,21 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="auto",
+    envvar="SCRAPER_LOG_FORMAT",
+    show_default=True,
+    help="Log lines as text, key=value (kv) or JSON; auto: text on a terminal, else kv.",
+)
 @click.version_option(__version__, prog_name="scraper")
 @click.pass_context
-def main(ctx: click.Context, config: str | None, verbose: int, quiet: bool) -> None:
+def main(
+    ctx: click.Context, config: str | None, verbose: int, quiet: bool, log_format: str
+) -> None:
     """A self-hosted news scraper with keyword alerting."""
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
     ctx.obj = Context(config)
 
 
@@ -101,17 +112,51 @@ def main(ctx: click.Context, config: str | None, verbose: int, quiet: bool) -> N
 @click.option("--dry-run", is_flag=True, help="Fetch, parse and match; write and send nothing.")
 @click.option("--due", is_flag=True, help="Only sources whose next fetch time has come.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, hidden=True)
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="Log lines as text, kv (key=value) or json (default: text on a terminal, else kv).",
+)
 @pass_ctx
 def run(
-    ctx: Context, once: bool, only: str | None, dry_run: bool, due: bool, config: str | None
+    ctx: Context,
+    once: bool,
+    only: str | None,
+    dry_run: bool,
+    due: bool,
+    config: str | None,
+    verbose: int,
+    quiet: bool,
+    log_format: str | None,
 ) -> None:
-    """Poll the sources, archive new items, match rules and alert."""
+    """Poll the sources, archive new items, match rules and alert.
+
+    Without --once: the daemon. Each source is polled on its own interval, alerts are sent
+    and retried, digests and quiet hours are released, rule files reload when they change,
+    SIGHUP reloads the configuration, and SIGINT or SIGTERM stop it cleanly (exit 0).
+    """
     from scraper.app import run_once
 
     if config:
         ctx.config_path = Path(config)
+    if verbose or quiet or log_format:  # given after `run`: they win over the global ones
+        top = click.get_current_context().find_root().params
+        setup_logging(
+            verbose + top.get("verbose", 0),
+            quiet or top.get("quiet", False),
+            log_format or top.get("log_format") or "auto",
+        )
     if not once and not dry_run:
-        fail("the daemon is not available yet in this version: use `scraper run --once`", 2)
+        if only or due:
+            fail("--source and --due are for one pass: use them with --once", 2)
+        from scraper.daemon import run_daemon
+
+        with user_errors():
+            status = run_daemon(ctx.settings, os.environ)
+        sys.exit(status)
     with user_errors():
         settings = ctx.settings
         with progress_reporter() as (on_start, progress):
@@ -523,3 +568,81 @@ def notify_test(ctx: Context, tags: tuple[str, ...]) -> None:
             failed += 1
             click.secho(f"FAILED  {target.name}  {result.error}", fg="red")
     sys.exit(1 if failed else 0)
+
+
+# -- serve and prune ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8001, show_default=True, type=click.IntRange(1, 65535), help="Port."
+)
+@pass_ctx
+def serve(ctx: Context, host: str, port: int) -> None:
+    """Start Datasette on the archive, read-only, with the shipped metadata and search."""
+    from scraper.serve import LOOPBACK
+    from scraper.serve import serve as run_datasette
+
+    with user_errors():
+        settings = ctx.settings
+        if host not in LOOPBACK:
+            click.secho(
+                f"warning: listening on {host}: anyone who can reach it can read the archive",
+                fg="yellow",
+                err=True,
+            )
+        click.echo(f"Serving {settings.database} read-only at http://{host}:{port}/ (Ctrl-C stops)")
+        status = run_datasette(settings.database, host=host, port=port)
+    sys.exit(0 if status == 0 else 1)
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    help="Items archived longer ago than this, e.g. 180d (default: retention in scraper.toml).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be pruned; change nothing.")
+@click.option("--optimize", is_flag=True, help="Then merge the full-text indexes.")
+@click.option("--vacuum", is_flag=True, help="Then shrink the file (stop the daemon first).")
+@pass_ctx
+def prune(
+    ctx: Context, older_than: str | None, dry_run: bool, optimize: bool, vacuum: bool
+) -> None:
+    """Drop old item bodies, keeping their identities so they never return as new."""
+    from scraper import prune as retention
+    from scraper.store import Store
+
+    with user_errors():
+        settings = ctx.settings
+    if older_than is not None:
+        try:
+            age = parse_duration(older_than)
+        except ValueError as exc:
+            fail(f"--older-than: {exc}", 2)
+    elif settings.retention is not None:
+        age = settings.retention
+    else:
+        fail("no age given: use --older-than 180d or set retention in scraper.toml", 2)
+    if age < retention.MIN_AGE:
+        fail("--older-than: the age must be at least 1d", 2)
+    with user_errors():
+        store = Store.open(settings.database, readonly=dry_run)
+        try:
+            result = retention.prune(store, age, utcnow(), dry_run=dry_run)
+            if not dry_run and optimize:
+                retention.optimize(store)
+            if not dry_run and vacuum:
+                retention.vacuum(store)
+        finally:
+            store.close()
+    before = f"{result.cutoff:%Y-%m-%d %H:%M} UTC"
+    if dry_run:
+        click.echo(f"{result.pruned} item(s) archived before {before} would be pruned")
+        return
+    click.echo(
+        f"{result.pruned} item(s) archived before {before} pruned "
+        "(summary and content dropped; identity, title and link kept)"
+    )

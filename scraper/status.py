@@ -126,7 +126,7 @@ def ack_alerts(store: Store, ids: Sequence[int]) -> int:
 
 
 def human_age(then: datetime | None, now: datetime) -> str:
-    """"5m ago", "in 2h", "never"."""
+    """ "5m ago", "in 2h", "never"."""
     if then is None:
         return "never"
     seconds = (now - then).total_seconds()
