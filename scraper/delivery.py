@@ -193,14 +193,16 @@ class Deliverer:
             elif state == "stale" and last_item and since and last_item > since:
                 event = ("recovered", "new items again")
             elif state == "ok" and last_item and first_ok and failures == 0:
-                gap = self.usual_gap(sid)
                 source = self.sources.get(name)
                 interval = source.interval if source else 0.0
+                seen = [t for t in (parse_iso(last_item), parse_iso(first_ok)) if t]
+                quiet_for = (now - max(seen)).total_seconds() if seen else 0.0
+                # the limit is at least five intervals: below that, no need to measure the gap
+                gap = self.usual_gap(sid) if quiet_for > STALE_FACTOR * interval else None
                 if gap is not None:
                     limit = STALE_FACTOR * max(gap, interval)
                     # silent since its last item, or since we started watching it
-                    seen = [t for t in (parse_iso(last_item), parse_iso(first_ok)) if t]
-                    silent = (now - max(seen)).total_seconds() if seen else 0.0
+                    silent = quiet_for
                     if silent > limit:
                         event = (
                             "stale",

@@ -235,6 +235,7 @@ class Store:
         self.db = db
         self.path = path
         self.conn: sqlite3.Connection = db.conn
+        self._next_ids: dict[str, int] = {}
 
     # -- opening --------------------------------------------------------------------------
 
@@ -393,6 +394,7 @@ class Store:
                 self.conn.execute("RELEASE poll")
             return
         self.conn.execute("BEGIN IMMEDIATE")
+        self._next_ids.clear()
         try:
             yield
         except BaseException:
@@ -406,6 +408,18 @@ class Store:
         cold pass writes polls as they arrive and commits whenever it has caught up."""
         if not self.conn.in_transaction:
             self.conn.execute("BEGIN IMMEDIATE")
+            self._next_ids.clear()
+
+    def _take_ids(self, table: str, count: int) -> int:
+        """Reserve ``count`` row ids in ``table`` (items or stories); returns the last id
+        before them. Safe within one write transaction (it holds the write lock); read
+        afresh at each BEGIN, and a rolled-back savepoint only leaves a gap."""
+        if table not in self._next_ids:
+            (top,) = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
+            self._next_ids[table] = int(top)
+        start = self._next_ids[table]
+        self._next_ids[table] = start + count
+        return start
 
     def commit(self) -> None:
         if self.conn.in_transaction:
@@ -419,8 +433,8 @@ class Store:
         deleted (their items stay in the archive)."""
         with self.transaction():
             known = {
-                row[0]: (row[1], row[2])
-                for row in self.conn.execute("SELECT name, url, kind FROM sources")
+                row[0]: (row[1], row[2], row[3], row[4])
+                for row in self.conn.execute("SELECT name, url, kind, tags, enabled FROM sources")
             }
             names = set()
             for source in sources:
@@ -434,7 +448,14 @@ class Store:
                         (source.name, url, source.kind, tags, int(source.enabled), iso(now)),
                     )
                     continue
-                old_url, kind = known[source.name]
+                old_url, kind, old_tags, enabled = known[source.name]
+                if (old_url, kind, old_tags, enabled) == (
+                    url,
+                    source.kind,
+                    tags,
+                    int(source.enabled),
+                ):
+                    continue  # unchanged: no write
                 if old_url != url or kind != source.kind:
                     self.conn.execute(
                         "UPDATE sources SET etag = NULL, last_modified = NULL, body_hash = NULL,"
@@ -507,6 +528,22 @@ class Store:
         )
 
     # -- items ----------------------------------------------------------------------------
+
+    def insert_rows(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``statement VALUES (…), (…), …``: one multi-row INSERT per 500 rows. Each
+        statement step releases and re-takes the GIL, which the fetch threads hold often
+        during a pass, so one step for a batch is much faster than one per row."""
+        if not rows:
+            return
+        width = len(rows[0])
+        group = "(" + ", ".join("?" * width) + ")"
+        per = max(1, min(500, 30_000 // width))
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            self.conn.execute(
+                f"{statement} VALUES {', '.join([group] * len(chunk))}",
+                [value for row in chunk for value in row],
+            )
 
     def known_items(self, source_id: int) -> dict[str, tuple[int, str | None, str]]:
         """key -> (id, hash, title) for every item of a source."""
@@ -583,7 +620,7 @@ class Store:
             return out
 
         story_ids = self._stories_for(fresh, now, story_window)
-        next_id = int(self.conn.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0])
+        next_id = self._take_ids("items", len(fresh))
         rows: list[tuple[Any, ...]] = []
         for (item, h, canon, _), story_id in zip(fresh, story_ids, strict=True):
             next_id += 1
@@ -606,10 +643,9 @@ class Store:
                 )
             )
             out.append(StoredItem(next_id, story_id, item, True, False))
-        self.conn.executemany(
+        self.insert_rows(
             "INSERT INTO items (id, source_id, key, guid, url, canonical_url, title, summary,"
-            " content, author, published_at, fetched_at, story_id, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " content, author, published_at, fetched_at, story_id, hash)",
             rows,
         )
         return out
@@ -646,7 +682,7 @@ class Store:
         by_url = self._lookup("canonical_url", {c for _, _, c, _ in fresh if c}, since)
         titled = {n for _, _, _, n in fresh if len(n.split()) >= 3}
         by_title = self._lookup("norm_title", titled, since)
-        next_id = int(self.conn.execute("SELECT coalesce(max(id), 0) FROM stories").fetchone()[0])
+        next_id = self._take_ids("stories", 0)
         new_rows: list[tuple[Any, ...]] = []
         touched: set[int] = set()
         result: list[int] = []
@@ -669,9 +705,10 @@ class Store:
             if norm in titled:
                 by_title.setdefault(norm, story)
             result.append(story[0])
-        self.conn.executemany(
+        self._next_ids["stories"] = next_id
+        self.insert_rows(
             "INSERT INTO stories (id, title, first_seen_at, last_seen_at, canonical_url,"
-            " norm_title, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " norm_title, published_at)",
             new_rows,
         )
         self.conn.executemany(
@@ -682,9 +719,8 @@ class Store:
     def insert_matches(self, found: Sequence[tuple[int, Sequence[Match]]], now: datetime) -> None:
         """Write the matches of new items (which have none yet) in one statement."""
         stamp = iso(now)
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO matches (item_id, rule, fields, terms, matched_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+        self.insert_rows(
+            "INSERT OR IGNORE INTO matches (item_id, rule, fields, terms, matched_at)",
             [
                 (
                     item_id,
