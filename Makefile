@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint format bench bench-rules run clean
+.PHONY: install test lint typecheck format bench bench-rules bench-schedule bench-stories run clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,6 +26,15 @@ bench:
 
 bench-rules:
 	$(PY) bench/bench_rules.py
+
+bench-schedule:
+	$(PY) bench/bench_schedule.py
+
+bench-stories:
+	$(PY) bench/bench_stories.py
+
+typecheck:
+	$(VENV)/bin/mypy scraper
 
 run:
 	$(VENV)/bin/scraper run --once
