@@ -57,6 +57,8 @@ _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _STRIP = "".join(chr(c) for c in range(33))  # C0 controls and space, as browsers strip them
 _RE_PLAIN_ABSOLUTE = re.compile(r"https?://[^\s\\]+\Z", re.IGNORECASE)
 _RE_PLAIN_CANONICAL = re.compile(r"https?://[a-z0-9.-]+/[^?#\s\\]*\Z")
+# Also simple: a lower-case host, no port, a query and/or fragment to clean up.
+_RE_SIMPLE_QUERY = re.compile(r"(https?://[a-z0-9.-]+/[^?#\s\\]*)(?:\?([^#\s\\]*))?(?:#.*)?\Z")
 
 
 def resolve_link(href: str | None, base: str | None) -> str | None:
@@ -90,6 +92,12 @@ def canonical_url(url: str) -> str:
     url = url.strip(_STRIP)
     if _RE_PLAIN_CANONICAL.match(url):
         return url  # already canonical: lower-case host, a path, no port, query or fragment
+    simple = _RE_SIMPLE_QUERY.match(url)
+    if simple:  # the common case of tracking parameters: no urlsplit needed
+        base, query = simple.groups()
+        if query:
+            query = "&".join(p for p in query.split("&") if p and not _is_tracking(p))
+        return f"{base}?{query}" if query else base
     try:
         parts = urlsplit(url)
         port = parts.port  # validates the port
