@@ -36,10 +36,12 @@ from scraper.store import Store  # noqa: E402
 
 
 class PeakRss:
-    """Samples the RSS of this process and its children (the parser pool)."""
+    """Samples the RSS of this process and its children (the parser pool), not the farm."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: int | None = None) -> None:
+        self.exclude = exclude  # the feed farm is our child too, but not the scraper's
         self.peak = 0
+        self.parts: list[int] = []  # at the peak: this process, then each child
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.me = psutil.Process()
@@ -47,14 +49,21 @@ class PeakRss:
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             total = 0
+            parts: list[int] = []
             try:
                 total = self.me.memory_info().rss
+                parts.append(total)
                 for child in self.me.children(recursive=True):
+                    if child.pid == self.exclude:
+                        continue
                     with contextlib.suppress(psutil.Error):
-                        total += child.memory_info().rss
+                        rss = child.memory_info().rss
+                        total += rss
+                        parts.append(rss)
             except psutil.Error:
                 pass
-            self.peak = max(self.peak, total)
+            if total > self.peak:
+                self.peak, self.parts = total, parts
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -134,7 +143,7 @@ def main() -> None:
             f"{args.feeds} feeds x {args.items} items from 127.0.0.1:{port}, cpus={os.cpu_count()}"
         )
         for label in ("cold", "warm"):
-            with PeakRss() as rss:
+            with PeakRss(exclude=farm.pid) as rss:
                 started = time.perf_counter()
                 summary = run_once(settings)
                 elapsed = time.perf_counter() - started
@@ -143,6 +152,7 @@ def main() -> None:
                 f"{label}: {elapsed:6.2f} s  {args.feeds / elapsed:7.0f} feeds/s  "
                 f"{summary.items_new / elapsed:8.0f} items/s  new={summary.items_new} "
                 f"matches={summary.matches} failed={failed}  peak RSS {rss.peak / 2**20:.0f} MB"
+                f" ({' + '.join(f'{p / 2**20:.0f}' for p in rss.parts)})"
             )
             if failed:
                 print(

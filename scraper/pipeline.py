@@ -479,10 +479,10 @@ class Pipeline:
         indexed = time.monotonic()
         # Workers hand finished polls over a queue, so each result is written and dropped
         # at once (holding 1,000 parsed polls until the end would cost ~150 MB).
-        # At most ``2 * workers`` polls wait for the writer: when it falls behind, fetching
+        # At most ``workers`` polls wait for the writer: when it falls behind, fetching
         # pauses instead of piling parsed documents up in memory.
         done: queue.Queue[Polled] = queue.Queue()
-        backlog = threading.BoundedSemaphore(2 * max(1, workers))
+        backlog = threading.BoundedSemaphore(max(1, workers))
 
         def work(source: Source, state: SourceState) -> None:
             backlog.acquire()
