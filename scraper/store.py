@@ -650,21 +650,32 @@ class Store:
         )
         return out
 
-    def _lookup(self, column: str, values: set[str], since: str) -> dict[str, tuple[int, str]]:
-        """value -> (id, published_at) of the newest story with that canonical_url or
-        norm_title first seen since ``since``."""
-        found: dict[str, tuple[int, str]] = {}
-        ordered = sorted(values)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for value, story_id, published in self.conn.execute(
-                f"SELECT {column}, max(id), published_at FROM stories"
-                f" WHERE {column} IN ({marks}) AND first_seen_at >= ? GROUP BY {column}",
-                (*chunk, since),
+    def _lookup(
+        self, urls: set[str], titles: set[str], since: str
+    ) -> tuple[dict[str, tuple[int, str]], dict[str, tuple[int, str]]]:
+        """For canonical URLs and normalised titles: value -> (id, published_at) of the
+        newest story with it first seen since ``since``. One statement for a usual poll."""
+        by: dict[str, dict[str, tuple[int, str]]] = {"canonical_url": {}, "norm_title": {}}
+        wanted = [("canonical_url", v) for v in sorted(urls)] + [
+            ("norm_title", v) for v in sorted(titles)
+        ]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            parts, params = [], []
+            for column in ("canonical_url", "norm_title"):
+                values = [v for c, v in chunk if c == column]
+                if values:
+                    parts.append(
+                        f"SELECT '{column}', {column}, max(id), published_at FROM stories"
+                        f" WHERE {column} IN ({','.join('?' * len(values))})"
+                        f" AND first_seen_at >= ? GROUP BY {column}"
+                    )
+                    params += [*values, since]
+            for column, value, story_id, published in self.conn.execute(
+                " UNION ALL ".join(parts), params
             ):
-                found[value] = (story_id, published)
-        return found
+                by[column][value] = (story_id, published)
+        return by["canonical_url"], by["norm_title"]
 
     def _stories_for(
         self,
@@ -679,9 +690,8 @@ class Store:
         matter to alerts."""
         since = iso(now - timedelta(seconds=window))
         stamp = iso(now)
-        by_url = self._lookup("canonical_url", {c for _, _, c, _ in fresh if c}, since)
         titled = {n for _, _, _, n in fresh if len(n.split()) >= 3}
-        by_title = self._lookup("norm_title", titled, since)
+        by_url, by_title = self._lookup({c for _, _, c, _ in fresh if c}, titled, since)
         next_id = self._take_ids("stories", 0)
         new_rows: list[tuple[Any, ...]] = []
         touched: set[int] = set()
