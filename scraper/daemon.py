@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_FILE = "heartbeat"  # next to the database: state/heartbeat
 HEARTBEAT_EVERY = 15.0
+RETENTION_EVERY = 86400.0  # prune once a day when `retention` is set
+RETENTION_FIRST = 600.0  # ...the first time ten minutes after start
 HEARTBEAT_MAX_AGE = 120.0  # older than this: not alive (the Docker HEALTHCHECK's rule)
 RULES_EVERY = 2.0
 WATCHDOG_EVERY = 60.0
@@ -186,6 +188,12 @@ class Daemon:
         add(self._heartbeat_job, IntervalTrigger(seconds=HEARTBEAT_EVERY), id="heartbeat")
         add(self._rules_job, IntervalTrigger(seconds=RULES_EVERY), id="rules")
         add(self._watchdog_job, IntervalTrigger(seconds=WATCHDOG_EVERY), id="watchdog")
+        add(
+            self._retention_job,
+            IntervalTrigger(seconds=RETENTION_EVERY),
+            id="retention",
+            next_run_time=datetime.now(UTC) + timedelta(seconds=RETENTION_FIRST),
+        )
         self.courier.add_jobs(self.scheduler)
         self._heartbeat_job()
         self.scheduler.start()
@@ -324,6 +332,21 @@ class Daemon:
         if stalled is not None:
             out.append(f"no poll has finished for {stalled:.0f}s")
         return out
+
+    def _retention_job(self) -> None:
+        """With ``retention`` set, prune old item bodies once a day (small batches, so the
+        writer only waits for one batch at a time)."""
+        settings = self.settings
+        if settings.retention is None:
+            return
+        from scraper.prune import prune
+
+        store = Store.open(settings.database, migrate=False)
+        try:
+            result = prune(store, settings.retention, utcnow())
+        finally:
+            store.close()
+        event(log, logging.INFO, "pruned", items=result.pruned, before=iso(result.cutoff))
 
     def _heartbeat_job(self) -> None:
         """Touch the heartbeat file, but only while the daemon is alive and making progress

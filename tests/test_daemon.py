@@ -571,3 +571,34 @@ def test_sighup_reloads_the_configuration(
             "polls going on", lambda: len(http_server.requests_to("/extra.xml")) > extra_then
         )
         assert daemon.stop()[0] == 0
+
+
+def test_retention_job_prunes_old_bodies(tmp_path: Path) -> None:
+    """With `retention` set, the daemon's daily job empties old bodies and keeps identities."""
+    from datetime import UTC, datetime, timedelta
+
+    from helpers import write_config
+
+    from scraper.daemon import Daemon as RealDaemon
+    from scraper.models import Item
+    from scraper.settings import load_settings
+    from scraper.store import Store
+
+    config = write_config(
+        tmp_path, [{"name": "Wire", "url": "https://example.com/feed"}], top={"retention": "30d"}
+    )
+    settings = load_settings(config, {})
+    old = datetime.now(UTC) - timedelta(days=40)
+    with Store.open(settings.database) as store:
+        store.sync_sources(settings.sources, old)
+        sid = store.source_state("Wire").id  # type: ignore[union-attr]
+        with store.transaction():
+            store.upsert_items(
+                sid,
+                [Item(key="a", guid="a", url="https://a/1", title="Old", summary="body")],
+                now=old,
+            )
+    RealDaemon(settings)._retention_job()
+    assert db_rows(
+        settings.database, "SELECT title, summary, pruned_at IS NOT NULL FROM items"
+    ) == [("Old", "", 1)]
