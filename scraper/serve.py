@@ -40,45 +40,16 @@ SQL_TIME_LIMIT_MS = 3000
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _TEMPLATE_DB = "news"  # the database's key in metadata.yaml
 
-# Views for browsing in Datasette (facets work on them). Plain SQL: any SQLite client reads them.
-VIEWS: dict[str, str] = {
-    "item_list": """
-        select i.id, i.published_at, s.name as source, i.title, i.url, i.story_id,
-            i.fetched_at, i.pruned_at
-        from items i join sources s on s.id = i.source_id""",
-    "match_list": """
-        select m.id, m.matched_at, m.rule, s.name as source, i.title, i.url, m.terms,
-            m.fields, i.published_at, i.story_id, m.item_id
-        from matches m join items i on i.id = m.item_id join sources s on s.id = i.source_id""",
-    "story_copies": """
-        select st.id as story_id, st.title, st.first_seen_at, st.last_seen_at,
-            count(*) as copies, group_concat(distinct s.name) as sources
-        from stories st join items i on i.story_id = st.id join sources s on s.id = i.source_id
-        group by st.id having count(*) > 1""",
-    "alert_list": """
-        select a.id, a.status, a.target, a.kind,
-            coalesce(st.title, json_extract(a.payload, '$.source'), a.kind) as about,
-            a.rules, a.attempts, a.held_reason, a.last_error, a.created_at,
-            a.next_attempt_at, a.sent_at, a.story_id
-        from alerts a left join stories st on st.id = a.story_id""",
-}
-
 
 class ServeError(ScraperError):
     """Datasette could not be started, or stopped answering."""
 
 
 def ensure_views(store: Store) -> None:
-    """Create the views in :data:`VIEWS`, or replace those whose definition changed."""
+    """Create the views in :data:`VIEWS`, or replace those whose definition changed (the
+    store's migration does this too, so any SQLite client has them)."""
     with store.transaction():
-        for name, sql in VIEWS.items():
-            create = f"CREATE VIEW [{name}] AS {sql.strip()}"
-            (current,) = store.conn.execute(
-                "SELECT max(sql) FROM sqlite_master WHERE type = 'view' AND name = ?", (name,)
-            ).fetchone()
-            if current != create:
-                store.conn.execute(f"DROP VIEW IF EXISTS [{name}]")
-                store.conn.execute(create)
+        store.apply_views()
 
 
 def prepare(database: Path) -> None:

@@ -29,9 +29,9 @@ from servers import LoopbackServer
 
 from scraper.app import run_once
 from scraper.cli import main
-from scraper.serve import VIEWS, Server, ensure_views, load_metadata, start
+from scraper.serve import Server, ensure_views, load_metadata, start
 from scraper.settings import Settings, load_settings
-from scraper.store import Store
+from scraper.store import VIEWS, Store
 
 SECRET = "Pa55-w0rd-XYZZY-31337"
 ENV = {"HOOK_PASS": SECRET}
