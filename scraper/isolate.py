@@ -15,6 +15,7 @@ travels with the next document a worker gets.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import queue
@@ -26,7 +27,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, ClassVar
 
-from scraper.models import HtmlSelectors, Match, ParsedFeed, Rule
+from scraper.models import HtmlSelectors, ParsedFeed, Rule
 
 __all__ = ["ParserPool"]
 
@@ -50,23 +51,10 @@ _Request = tuple[
 
 def _match_all(matcher: Any, parsed: ParsedFeed, source: tuple[str, tuple[str, ...]]) -> ParsedFeed:
     name, tags = source
-    found: list[tuple[Match, ...]] = []
-    for item in parsed.items:
-        fields = {
-            "title": item.title,
-            "summary": item.summary,
-            "content": item.content,
-            "author": item.author,
-        }
-        found.append(tuple(matcher.match(fields, source=name, source_tags=tags)))
-    return ParsedFeed(
-        items=parsed.items,
-        title=parsed.title,
-        format=parsed.format,
-        error=parsed.error,
-        feed_url=parsed.feed_url,
-        matches=tuple(found),
+    found = tuple(
+        tuple(matcher.match(item.fields(), source=name, source_tags=tags)) for item in parsed.items
     )
+    return dataclasses.replace(parsed, matches=found)
 
 
 def _worker_main(conn: Connection, test_hooks: bool) -> None:

@@ -84,6 +84,15 @@ class Item:
     author: str = ""
     published_at: datetime | None = None  # aware, UTC
 
+    def fields(self) -> dict[str, str]:
+        """The text fields a rule matches (``source`` is added by the matcher's caller)."""
+        return {
+            "title": self.title,
+            "summary": self.summary,
+            "content": self.content,
+            "author": self.author,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedFeed:

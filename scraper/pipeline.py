@@ -231,13 +231,7 @@ class Pipeline:
     def match(self, source: Source, item: Item) -> list[Match]:
         if self.matcher is None:
             return []
-        fields = {
-            "title": item.title,
-            "summary": item.summary,
-            "content": item.content,
-            "author": item.author,
-        }
-        return self.matcher.match(fields, source=source.name, source_tags=source.tags)
+        return self.matcher.match(item.fields(), source=source.name, source_tags=source.tags)
 
     def write(self, store: Store, polled: Polled) -> SourceOutcome:
         now = self.clock()
